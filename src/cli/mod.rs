@@ -1,0 +1,137 @@
+//! The `facenet` command line: one options struct per subcommand, passed whole.
+//!
+//! Every long flag is accepted both in kebab-case (`--data-dir`) and in the reference's
+//! snake_case (`--data_dir`): [`normalize_args`] rewrites the latter before parsing, so a
+//! user's old command line runs unchanged.
+
+mod pending;
+mod synth;
+mod validate;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "facenet",
+    version,
+    about = "Face recognition training toolkit: MTCNN alignment, Inception-ResNet-v1 training, LFW verification",
+    long_about = "Face recognition training toolkit: MTCNN alignment, Inception-ResNet-v1 classifier \
+training (softmax + center loss), LFW-protocol verification.\n\nEvery flag also accepts the \
+reference's snake_case spelling (--data_dir as well as --data-dir)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Detect and align every face of a class-per-folder dataset into crops (MTCNN)
+    Align(pending::PendingArgs),
+    /// Detect faces in photos and print boxes, probabilities and landmarks
+    Detect(pending::PendingArgs),
+    /// Train Inception-ResNet-v1 as a classifier (softmax + center loss)
+    Train(pending::PendingArgs),
+    /// Evaluate embeddings on the LFW pairs protocol (accuracy, VAL@FAR, AUC, EER)
+    Validate(validate::ValidateArgs),
+    /// Compute embeddings of images with a trained model
+    Embed(pending::PendingArgs),
+    /// Align photos and print their pairwise embedding distances
+    Compare(pending::PendingArgs),
+    /// Render a dataset of synthetic identities with LFW-style pairs
+    Synth(synth::SynthArgs),
+    /// Run the whole workflow on built-in data and write a report
+    Demo(pending::PendingArgs),
+    /// Measure the speed of alignment, training and embedding
+    Bench(pending::PendingArgs),
+}
+
+/// Rewrites `--snake_case[=v]` flags to `--snake-case[=v]`; stops at a bare `--`.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut passthrough = false;
+    for a in args {
+        if passthrough {
+            out.push(a);
+            continue;
+        }
+        match a.to_str() {
+            Some("--") => {
+                passthrough = true;
+                out.push(a);
+            }
+            Some(s) if s.starts_with("--") => {
+                let (name, value) = match s.find('=') {
+                    Some(i) => (&s[..i], Some(&s[i..])),
+                    None => (s, None),
+                };
+                let mut fixed = format!("--{}", name[2..].replace('_', "-"));
+                if let Some(v) = value {
+                    fixed.push_str(v);
+                }
+                out.push(fixed.into());
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+/// Parses `args` (program name first) and runs the command; errors are printed with their
+/// causes and give exit code 1 (2 for usage errors).
+pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Synth(a) => synth::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Align(a) => pending::run("align", 3, a),
+        Command::Detect(a) => pending::run("detect", 3, a),
+        Command::Train(a) => pending::run("train", 4, a),
+        Command::Embed(a) => pending::run("embed", 5, a),
+        Command::Compare(a) => pending::run("compare", 5, a),
+        Command::Demo(a) => pending::run("demo", 6, a),
+        Command::Bench(a) => pending::run("bench", 4, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn snake_case_flags_are_rewritten() {
+        let got = normalize_args(os(&["facenet", "train", "--data_dir", "/a_b", "--max_nrof_epochs=3", "x_y", "--", "--keep_me"]));
+        assert_eq!(got, os(&["facenet", "train", "--data-dir", "/a_b", "--max-nrof-epochs=3", "x_y", "--", "--keep_me"]));
+    }
+
+    #[test]
+    fn both_spellings_parse() {
+        for flag in ["--images_per_identity", "--images-per-identity"] {
+            let cli = Cli::try_parse_from(normalize_args(os(&["facenet", "synth", "/tmp/x", flag, "7"]))).unwrap();
+            match cli.command {
+                Command::Synth(a) => assert_eq!(a.images_per_identity, 7),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

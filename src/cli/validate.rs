@@ -1,0 +1,131 @@
+//! `facenet validate`: the LFW verification protocol on a model's or a file's embeddings.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::data::npy;
+use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
+use crate::util::atomic::write_atomic;
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Aligned LFW-style image folder (reference: first positional argument)
+    #[arg(value_name = "LFW_DIR")]
+    pub lfw_dir_pos: Option<PathBuf>,
+    /// Model checkpoint (reference: second positional argument)
+    #[arg(value_name = "MODEL")]
+    pub model_pos: Option<PathBuf>,
+    /// Aligned LFW-style image folder
+    #[arg(long)]
+    pub lfw_dir: Option<PathBuf>,
+    /// Pairs file
+    #[arg(long, default_value = "data/pairs.txt")]
+    pub lfw_pairs: PathBuf,
+    /// Model checkpoint folder or file
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Precomputed embeddings (.npy, 2N x D float32/float64; rows 2k and 2k+1 form pair k)
+    #[arg(long, requires = "issame")]
+    pub embeddings: Option<PathBuf>,
+    /// Same-person flags for --embeddings (.npy, N bools)
+    #[arg(long, requires = "embeddings")]
+    pub issame: Option<PathBuf>,
+    /// Images per embedding batch
+    #[arg(long, default_value_t = 100)]
+    pub lfw_batch_size: usize,
+    /// Image side in pixels fed to the model
+    #[arg(long, default_value_t = 160)]
+    pub image_size: u32,
+    /// Number of cross-validation folds
+    #[arg(long, default_value_t = 10)]
+    pub lfw_nrof_folds: usize,
+    /// Distance: 0 = squared Euclidean, 1 = arccos of cosine similarity / pi
+    #[arg(long, default_value_t = 0)]
+    pub distance_metric: u32,
+    /// Concatenate each image's embedding with that of its horizontal flip
+    #[arg(long)]
+    pub use_flipped_images: bool,
+    /// Subtract the training folds' mean embedding before computing distances
+    #[arg(long)]
+    pub subtract_mean: bool,
+    /// Standardise pixels as (x - 127.5) / 128 instead of per image
+    #[arg(long)]
+    pub use_fixed_image_standardization: bool,
+    /// Drop pairs whose images are missing instead of failing
+    #[arg(long)]
+    pub skip_missing: bool,
+    /// Also write the results as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(a: ValidateArgs) -> Result<()> {
+    let opts = EvalOptions {
+        nrof_folds: a.lfw_nrof_folds,
+        distance_metric: DistanceMetric::from_index(a.distance_metric)?,
+        subtract_mean: a.subtract_mean,
+        ..EvalOptions::default()
+    };
+    let eval = match (&a.embeddings, &a.issame) {
+        (Some(e), Some(i)) => evaluate_files(e, i, &opts)?,
+        _ => {
+            let lfw_dir = a.lfw_dir.clone().or(a.lfw_dir_pos.clone());
+            let model = a.model.clone().or(a.model_pos.clone());
+            match (lfw_dir, model) {
+                (Some(_), Some(_)) => bail!(
+                    "validating a model needs the network and embedding code, which has not landed yet \
+                     (issues #4 and #5); meanwhile use --embeddings E.npy --issame I.npy"
+                ),
+                _ => bail!("give --lfw_dir and --model (or LFW_DIR MODEL), or --embeddings and --issame"),
+            }
+        }
+    };
+    print_summary(&eval);
+    if let Some(path) = &a.json {
+        write_json(path, &eval)?;
+        println!("Results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Evaluates embeddings and pair labels stored as .npy files.
+pub fn evaluate_files(embeddings: &Path, issame: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+    let (values, rows, cols) = npy::read_matrix(embeddings)?;
+    let same = npy::read_bools(issame)?;
+    if rows != 2 * same.len() {
+        bail!(
+            "{} has {rows} rows but {} holds {} pairs: expected {} rows (two per pair)",
+            embeddings.display(),
+            issame.display(),
+            same.len(),
+            2 * same.len()
+        );
+    }
+    evaluate(&values, cols, &same, opts).with_context(|| format!("evaluating {}", embeddings.display()))
+}
+
+/// The reference's four result lines.
+pub fn print_summary(e: &Evaluation) {
+    println!("Accuracy: {:.5}+-{:.5}", e.accuracy_mean, e.accuracy_std);
+    println!("Validation rate: {:.5}+-{:.5} @ FAR={:.5}", e.val_mean, e.val_std, e.far_mean);
+    println!("Area Under Curve (AUC): {:.3}", e.auc);
+    println!("Equal Error Rate (EER): {:.3}", e.eer);
+}
+
+/// The JSON summary of `validate --json`.
+pub fn write_json(path: &Path, e: &Evaluation) -> Result<()> {
+    let v = serde_json::json!({
+        "accuracy_mean": e.accuracy_mean,
+        "accuracy_std": e.accuracy_std,
+        "val_mean": e.val_mean,
+        "val_std": e.val_std,
+        "far_mean": e.far_mean,
+        "auc": e.auc,
+        "eer": e.eer,
+        "accuracy_per_fold": e.accuracy_per_fold,
+        "best_threshold_per_fold": e.best_threshold_per_fold,
+    });
+    write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}

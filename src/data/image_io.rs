@@ -1,0 +1,64 @@
+//! Robust image loading: any readable image becomes 8-bit RGB.
+//!
+//! Grayscale is expanded to 3 channels, alpha is dropped, 16-bit samples are scaled to 8
+//! bits. Unreadable files give an error naming the file and the reason; nothing panics.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ImageLoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Decodes `path` into RGB8.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
+    let fail = |reason: String| ImageLoadError { path: path.to_path_buf(), reason };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(fail("empty file".into()));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?
+        .decode()
+        .map_err(|e| fail(format!("cannot decode image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_bad_files() {
+        let d = tempfile::tempdir().unwrap();
+        let empty = d.path().join("empty.jpg");
+        std::fs::write(&empty, b"").unwrap();
+        let e = load_rgb(&empty).unwrap_err();
+        assert!(e.to_string().contains("empty.jpg: empty file"), "{e}");
+        let text = d.path().join("text.jpg");
+        std::fs::write(&text, b"hello, I am not a jpeg").unwrap();
+        assert!(load_rgb(&text).unwrap_err().to_string().contains("text.jpg"));
+        assert!(load_rgb(&d.path().join("missing.png")).is_err());
+    }
+
+    #[test]
+    fn converts_gray_and_alpha() {
+        let d = tempfile::tempdir().unwrap();
+        let g = d.path().join("g.png");
+        image::GrayImage::from_pixel(4, 3, image::Luma([200])).save(&g).unwrap();
+        let rgb = load_rgb(&g).unwrap();
+        assert_eq!(rgb.dimensions(), (4, 3));
+        assert_eq!(rgb.get_pixel(0, 0).0, [200, 200, 200]);
+        let a = d.path().join("a.png");
+        image::RgbaImage::from_pixel(2, 2, image::Rgba([10, 20, 30, 0])).save(&a).unwrap();
+        assert_eq!(load_rgb(&a).unwrap().get_pixel(1, 1).0, [10, 20, 30]);
+        let w = d.path().join("w.png");
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_pixel(2, 2, image::Luma([65535])).save(&w).unwrap();
+        assert_eq!(load_rgb(&w).unwrap().get_pixel(0, 0).0, [255, 255, 255]);
+    }
+}

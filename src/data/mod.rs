@@ -1,0 +1,17 @@
+//! Data: class-per-folder datasets, LFW pairs files, image loading.
+
+pub mod dataset;
+pub mod image_io;
+pub mod npy;
+pub mod pairs;
+
+/// File extensions (lower case) that are read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
+
+/// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn has_image_extension(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .unwrap_or(false)
+}

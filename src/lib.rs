@@ -1,0 +1,16 @@
+//! facenet: a face-recognition training toolkit.
+//!
+//! The modules follow the pipeline of the reference workflow:
+//! - [`data`]: class-per-folder datasets, LFW pairs files, robust image loading;
+//! - [`synth`]: built-in synthetic identities (a dataset that needs no download);
+//! - [`model`]: the networks (Inception-ResNet-v1 and its small variant);
+//! - [`eval`]: LFW-protocol verification metrics and baselines;
+//! - [`cli`]: the `facenet` subcommands;
+//! - [`util`]: atomic file output, progress bars.
+
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod synth;
+pub mod util;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    facenet::cli::main_with_args(std::env::args_os().collect())
+}

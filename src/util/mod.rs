@@ -1,0 +1,4 @@
+//! Small shared helpers: atomic file output and progress bars.
+
+pub mod atomic;
+pub mod progress;

@@ -1,0 +1,143 @@
+//! The binary as a user runs it, on tiny generated data.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn facenet() -> Command {
+    let mut c = Command::cargo_bin("facenet").unwrap();
+    c.env("FACENET_NO_PROGRESS", "1");
+    c
+}
+
+fn stdout_of(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_lists_every_subcommand_and_version_works() {
+    let help = stdout_of(facenet().arg("--help"));
+    for sub in ["align", "detect", "train", "validate", "embed", "compare", "synth", "demo", "bench"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(sub)), "{sub} missing from --help:\n{help}");
+    }
+    let v = stdout_of(facenet().arg("--version"));
+    assert!(v.starts_with("facenet "), "{v}");
+}
+
+#[test]
+fn pending_commands_say_so_and_accept_reference_flags() {
+    let out = facenet().args(["train", "--data_dir", "/x", "--max_nrof_epochs", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("issue #4"), "{err}");
+}
+
+fn synth(dir: &Path, extra: &[&str]) -> String {
+    let mut c = facenet();
+    c.arg("synth").arg(dir).args([
+        "--identities", "6", "--images_per_identity", "4", "--image_size", "48",
+        "--pairs_identities", "4", "--pairs_folds", "2", "--pairs_per_fold", "3",
+    ]);
+    c.args(extra);
+    stdout_of(&mut c)
+}
+
+fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn synth_layout_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let summary = synth(&a, &["--threads", "1"]);
+    assert!(summary.contains("raw-pixel baseline"), "{summary}");
+    synth(&b, &[]);
+    let fa = files_under(&a);
+    assert_eq!(fa, files_under(&b), "same seed, different bytes");
+    // 6 x 4 training + 4 x 4 held-out images + pairs.txt + synth.json
+    assert_eq!(fa.len(), 24 + 16 + 2);
+    assert!(a.join("train/Identity_0001/Identity_0001_0004.png").is_file());
+    assert!(a.join("pairs/Identity_0007/Identity_0007_0001.png").is_file());
+    let img = image::open(a.join("train/Identity_0006/Identity_0006_0001.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (48, 48));
+
+    let pairs = facenet::data::pairs::read_pairs(&a.join("pairs.txt")).unwrap();
+    assert_eq!(pairs.header, Some((2, 3)));
+    assert_eq!(pairs.pairs.len(), 12);
+    let (_, issame, dropped) = facenet::data::pairs::resolve_pairs(&a.join("pairs"), &pairs.pairs, false).unwrap();
+    assert_eq!(dropped, 0);
+    assert_eq!(issame, [true, true, true, false, false, false, true, true, true, false, false, false]);
+
+    // The training folder is a valid dataset for `train`.
+    let ds = facenet::data::dataset::Dataset::open(a.join("train").to_str().unwrap()).unwrap();
+    assert_eq!((ds.num_classes(), ds.num_images()), (6, 24));
+    assert!(ds.warnings.is_empty());
+
+    // A rerun with the same settings is fine (it finishes an interrupted run); other settings are refused.
+    synth(&a, &[]);
+    let out = facenet().arg("synth").arg(&a).args(["--identities", "7"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+
+    let other_seed = tmp.path().join("c");
+    synth(&other_seed, &["--seed", "1"]);
+    assert_ne!(files_under(&other_seed), fa);
+}
+
+#[test]
+fn validate_on_embedding_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 40 pairs of 4-d embeddings: same pairs close, different pairs far apart.
+    let n = 40;
+    let mut e = Vec::new();
+    let mut same = Vec::new();
+    for k in 0..n {
+        let s = k % 2 == 0;
+        let base = [(k as f32 * 0.37).sin(), (k as f32 * 0.11).cos(), 0.3, -0.2];
+        e.extend_from_slice(&base);
+        let other = if s { [base[0] + 0.01, base[1], base[2], base[3] - 0.01] } else { [-base[0], -base[1], 0.9, 0.4] };
+        e.extend_from_slice(&other);
+        same.push(s);
+    }
+    // L2-normalise the rows like embeddings.
+    for row in e.chunks_mut(4) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    let ep = tmp.path().join("e.npy");
+    let ip = tmp.path().join("i.npy");
+    facenet::data::npy::write_matrix_f32(&ep, &e, 2 * n, 4).unwrap();
+    facenet::data::npy::write_bools(&ip, &same).unwrap();
+    let json = tmp.path().join("r.json");
+    let out = stdout_of(facenet().arg("validate").arg("--embeddings").arg(&ep).arg("--issame").arg(&ip).arg("--json").arg(&json));
+    assert!(out.contains("Accuracy: 1.00000+-0.00000"), "{out}");
+    assert!(out.contains("Validation rate:"), "{out}");
+    assert!(out.contains("Area Under Curve (AUC):"), "{out}");
+    assert!(out.contains("Equal Error Rate (EER):"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["accuracy_per_fold"].as_array().unwrap().len(), 10);
+    assert_eq!(v["accuracy_mean"].as_f64(), Some(1.0));
+
+    // A mismatch between the two files is a clear error.
+    facenet::data::npy::write_bools(&ip, &same[..5]).unwrap();
+    let out = facenet().arg("validate").arg("--embeddings").arg(&ep).arg("--issame").arg(&ip).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected 10 rows"));
+}
