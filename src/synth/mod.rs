@@ -202,3 +202,66 @@ fn check_previous_run(out: &Path, cfg: &SynthConfig) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::baseline::pixel_embedding;
+    use crate::eval::metrics::{evaluate, EvalOptions};
+
+    /// Pixel-baseline accuracy on pairs rendered with `nuisance(identity, image)`.
+    fn baseline_with(nuisance: impl Fn(usize, usize) -> Nuisance) -> f64 {
+        let (ids, per, size) = (20usize, 6usize, 96u32);
+        let names: Vec<String> = (0..ids).map(identity_name).collect();
+        let pairs = pairs::make_pairs(&names, per, 10, 10, 5);
+        let emb = |name: &str, i: u32| {
+            let k = names.iter().position(|n| n == name).unwrap();
+            let img = render::render_face(&identity_params(5, k), &nuisance(k, i as usize - 1), size).unwrap();
+            pixel_embedding(&img)
+        };
+        let mut flat = Vec::new();
+        let mut same = Vec::new();
+        for p in &pairs {
+            flat.extend(emb(&p.name1, p.index1));
+            flat.extend(emb(&p.name2, p.index2));
+            same.push(p.is_same());
+        }
+        let dim = flat.len() / (2 * pairs.len());
+        evaluate(&flat, dim, &same, &EvalOptions::default()).unwrap().accuracy_mean
+    }
+
+    #[test]
+    fn identity_is_in_the_pixels_and_nuisances_hide_it() {
+        // Pose and expression vary, lighting, background, clothes, noise and occluders do not:
+        // the identity's features alone make pixels verify well.
+        let geometric = baseline_with(|k, j| {
+            let r = image_nuisance(5, k, j);
+            Nuisance { rotation_deg: r.rotation_deg, scale: r.scale, shift: r.shift, yaw: r.yaw, smile: r.smile,
+                       mouth_open: r.mouth_open, eye_open: r.eye_open, gaze: r.gaze, brow_raise: r.brow_raise,
+                       ..Nuisance::neutral() }
+        });
+        // Everything varies: the raw-pixel baseline must be far from solving the task.
+        let full = baseline_with(|k, j| image_nuisance(5, k, j));
+        assert!(geometric >= 0.85, "geometry-only accuracy {geometric}");
+        assert!(full <= 0.72, "full-nuisance accuracy {full}");
+        assert!(geometric - full >= 0.15, "{geometric} vs {full}");
+    }
+
+    #[test]
+    fn images_are_a_pure_function_of_seed_identity_and_index() {
+        let cfg = SynthConfig { image_size: 40, ..SynthConfig::default() };
+        let f = identity_params(cfg.seed, 3);
+        assert_eq!(f, identity_params(cfg.seed, 3));
+        assert_ne!(f, identity_params(cfg.seed, 4));
+        assert_eq!(render_png(&cfg, &f, 3, 2).unwrap(), render_png(&cfg, &f, 3, 2).unwrap());
+        assert_ne!(render_png(&cfg, &f, 3, 2).unwrap(), render_png(&cfg, &f, 3, 1).unwrap());
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        assert!(SynthConfig { image_size: 8, ..SynthConfig::default() }.validate().is_err());
+        assert!(SynthConfig { identities: 0, ..SynthConfig::default() }.validate().is_err());
+        assert!(SynthConfig { pairs_images_per_identity: 1, ..SynthConfig::default() }.validate().is_err());
+        assert!(SynthConfig { pairs_images_per_identity: 1, pairs_folds: 0, ..SynthConfig::default() }.validate().is_ok());
+    }
+}

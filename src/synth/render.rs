@@ -366,7 +366,7 @@ fn finish(pm: &Pixmap, n: &Nuisance, size: u32) -> RgbImage {
     if n.blur_sigma > 0.0 {
         rgb = image::imageops::blur(&rgb, n.blur_sigma * size as f32 / 182.0);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(n.bg_seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut noise = NoiseSource(n.bg_seed ^ 0x9E37_79B9_7F4A_7C15);
     let half = size as f32 * 0.5;
     let (sd, cd) = n.shade_dir.sin_cos();
     for (x, y, px) in rgb.enumerate_pixels_mut() {
@@ -376,7 +376,7 @@ fn finish(pm: &Pixmap, n: &Nuisance, size: u32) -> RgbImage {
             let mut v = px.0[k] as f32 * n.cast[k];
             v = ((v - 128.0) * n.contrast + 128.0 + n.brightness) * shade;
             if n.noise_sigma > 0.0 {
-                v += n.noise_sigma * gaussian(&mut rng);
+                v += n.noise_sigma * noise.next_normal();
             }
             px.0[k] = v.round().clamp(0.0, 255.0) as u8;
         }
@@ -384,9 +384,23 @@ fn finish(pm: &Pixmap, n: &Nuisance, size: u32) -> RgbImage {
     rgb
 }
 
-/// A standard normal sample (Box-Muller).
-fn gaussian<R: Rng>(rng: &mut R) -> f32 {
-    let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.gen();
-    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+/// Sensor noise: SplitMix64 words turned into approximately normal samples (Irwin-Hall sum
+/// of four 16-bit uniforms, scaled to unit variance). Cheap and exactly reproducible.
+struct NoiseSource(u64);
+
+impl NoiseSource {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_normal(&mut self) -> f32 {
+        let w = self.next_u64();
+        let sum: u32 = (0..4).map(|k| ((w >> (16 * k)) & 0xFFFF) as u32).sum();
+        // Each uniform has mean 0.5 and variance 1/12; four of them: mean 2, variance 1/3.
+        (sum as f32 / 65535.0 - 2.0) * 1.732_050_8
+    }
 }
