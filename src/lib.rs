@@ -5,6 +5,7 @@
 //! - [`synth`]: built-in synthetic identities (a dataset that needs no download);
 //! - [`model`]: the networks (Inception-ResNet-v1 and its small variant);
 //! - [`eval`]: LFW-protocol verification metrics and baselines;
+//! - [`report`]: HTML reports with charts;
 //! - [`cli`]: the `facenet` subcommands;
 //! - [`util`]: atomic file output, progress bars.
 
@@ -12,5 +13,6 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod report;
 pub mod synth;
 pub mod util;

@@ -126,7 +126,10 @@ fn validate_on_embedding_files() {
     facenet::data::npy::write_matrix_f32(&ep, &e, 2 * n, 4).unwrap();
     facenet::data::npy::write_bools(&ip, &same).unwrap();
     let json = tmp.path().join("r.json");
-    let out = stdout_of(facenet().arg("validate").arg("--embeddings").arg(&ep).arg("--issame").arg(&ip).arg("--json").arg(&json));
+    let report = tmp.path().join("report.html");
+    let out = stdout_of(facenet().arg("validate").arg("--embeddings").arg(&ep).arg("--issame").arg(&ip).arg("--json").arg(&json).arg("--report").arg(&report));
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<svg") && html.contains("Per fold"), "report lacks charts");
     assert!(out.contains("Accuracy: 1.00000+-0.00000"), "{out}");
     assert!(out.contains("Validation rate:"), "{out}");
     assert!(out.contains("Area Under Curve (AUC):"), "{out}");

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::data::npy;
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
+use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
 
 #[derive(Args, Debug)]
@@ -59,6 +60,9 @@ pub struct ValidateArgs {
     /// Also write the results as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write an HTML report (ROC, distance histograms, per-fold table, worst errors)
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 pub fn run(a: ValidateArgs) -> Result<()> {
@@ -68,7 +72,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         subtract_mean: a.subtract_mean,
         ..EvalOptions::default()
     };
-    let eval = match (&a.embeddings, &a.issame) {
+    let (eval, issame) = match (&a.embeddings, &a.issame) {
         (Some(e), Some(i)) => evaluate_files(e, i, &opts)?,
         _ => {
             let lfw_dir = a.lfw_dir.clone().or(a.lfw_dir_pos.clone());
@@ -87,11 +91,16 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         write_json(path, &eval)?;
         println!("Results written to {}", path.display());
     }
+    if let Some(path) = &a.report {
+        let title = format!("facenet validate: {}", a.embeddings.as_deref().unwrap_or(Path::new("")).display());
+        write_verification_report(path, &title, &eval, &issame, None)?;
+        println!("Report written to {}", path.display());
+    }
     Ok(())
 }
 
 /// Evaluates embeddings and pair labels stored as .npy files.
-pub fn evaluate_files(embeddings: &Path, issame: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+pub fn evaluate_files(embeddings: &Path, issame: &Path, opts: &EvalOptions) -> Result<(Evaluation, Vec<bool>)> {
     let (values, rows, cols) = npy::read_matrix(embeddings)?;
     let same = npy::read_bools(issame)?;
     if rows != 2 * same.len() {
@@ -103,7 +112,8 @@ pub fn evaluate_files(embeddings: &Path, issame: &Path, opts: &EvalOptions) -> R
             2 * same.len()
         );
     }
-    evaluate(&values, cols, &same, opts).with_context(|| format!("evaluating {}", embeddings.display()))
+    let eval = evaluate(&values, cols, &same, opts).with_context(|| format!("evaluating {}", embeddings.display()))?;
+    Ok((eval, same))
 }
 
 /// The reference's four result lines.

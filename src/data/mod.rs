@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod image_io;
 pub mod npy;
 pub mod pairs;
+pub mod preprocess;
 
 /// File extensions (lower case) that are read as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
