@@ -4,6 +4,7 @@
 //! snake_case (`--data_dir`): [`normalize_args`] rewrites the latter before parsing, so a
 //! user's old command line runs unchanged.
 
+mod bench;
 mod pending;
 mod synth;
 mod validate;
@@ -46,7 +47,7 @@ pub enum Command {
     /// Run the whole workflow on built-in data and write a report
     Demo(pending::PendingArgs),
     /// Measure the speed of alignment, training and embedding
-    Bench(pending::PendingArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Rewrites `--snake_case[=v]` flags to `--snake-case[=v]`; stops at a bare `--`.
@@ -99,7 +100,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         Command::Embed(a) => pending::run("embed", 5, a),
         Command::Compare(a) => pending::run("compare", 5, a),
         Command::Demo(a) => pending::run("demo", 6, a),
-        Command::Bench(a) => pending::run("bench", 4, a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

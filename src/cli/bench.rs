@@ -1,0 +1,138 @@
+//! `facenet bench`: speed of the product's own code paths (the same functions `synth`,
+//! `embed`, `validate` and training call), printed as a summary and one JSON line, so runs
+//! can be compared side by side with a peer (e.g. PyTorch) on the same machine.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::prelude::*;
+use clap::{Args, Subcommand};
+use image::RgbImage;
+
+use crate::data::preprocess::Standardization;
+use crate::eval::embed::{embed_images, EmbedOptions};
+use crate::model::registry::{model_from_def, ModelOptions};
+use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Embedding images/s (preprocessing included) with a randomly initialised network
+    Embed(EmbedBench),
+    /// Synthetic image rendering + PNG encoding, images/s
+    Synth(SynthBench),
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedBench {
+    #[arg(long, default_value = "inception_resnet_v1")]
+    pub model_def: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 160)]
+    pub image_size: u32,
+    #[arg(long, default_value_t = 128)]
+    pub embedding_size: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthBench {
+    #[arg(long, default_value_t = 1000)]
+    pub images: usize,
+    #[arg(long, default_value_t = 182)]
+    pub image_size: u32,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.what {
+        BenchWhat::Embed(b) => embed(b),
+        BenchWhat::Synth(b) => synth(b),
+    }
+}
+
+/// Peak resident memory of this process in MiB (Linux), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Median of a list of seconds.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+/// Face-like input images (182 px synthetic faces) for benchmarks.
+pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
+    (0..n)
+        .map(|i| {
+            let f = identity_params(666, i % 50);
+            render_face(&f, &image_nuisance(666, i % 50, i), size).unwrap_or_else(|| RgbImage::new(size, size))
+        })
+        .collect()
+}
+
+fn embed(b: EmbedBench) -> Result<()> {
+    let device = Device::default();
+    let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
+    let model = model_from_def(&b.model_def, &opts, &device)?.valid();
+    let images = bench_images(b.batch_size, b.image_size + 22);
+    let eo = EmbedOptions { image_size: b.image_size, batch_size: b.batch_size, standardization: Standardization::PerImage, use_flipped_images: false };
+    let mut times = Vec::new();
+    for i in 0..b.warmup + b.steps {
+        let t = Instant::now();
+        let e = embed_images(&model, &images, &eo, &device);
+        std::hint::black_box(e);
+        if i >= b.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(&times);
+    let ips = b.batch_size as f64 / med;
+    println!(
+        "bench embed: {} at {}x{}, batch {}: {:.1} images/s (median of {} batches, {:.3} s each), peak memory {:.0} MiB, {} threads",
+        b.model_def, b.image_size, b.image_size, b.batch_size, ips, b.steps, med, peak_rss_mib().unwrap_or(f64::NAN), rayon::current_num_threads()
+    );
+    println!(
+        "{}",
+        serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
+            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()})
+    );
+    Ok(())
+}
+
+fn synth(b: SynthBench) -> Result<()> {
+    use rayon::prelude::*;
+    let cfg = SynthConfig { image_size: b.image_size, ..SynthConfig::default() };
+    let faces: Vec<_> = (0..50).map(|k| identity_params(cfg.seed, k)).collect();
+    let t = Instant::now();
+    let bytes: usize = (0..b.images)
+        .into_par_iter()
+        .map(|i| crate::synth::render_png(&cfg, &faces[i % 50], i % 50, i).map(|p| p.len()).unwrap_or(0))
+        .sum();
+    let s = t.elapsed().as_secs_f64();
+    println!("bench synth: {} images of {}x{} rendered + PNG-encoded in {:.2} s: {:.0} images/s ({} threads, {:.1} KiB/image)",
+        b.images, b.image_size, b.image_size, s, b.images as f64 / s, rayon::current_num_threads(), bytes as f64 / b.images as f64 / 1024.0);
+    println!("{}", serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s}));
+    Ok(())
+}
