@@ -5,14 +5,17 @@
 //! - [`synth`]: built-in synthetic identities (a dataset that needs no download);
 //! - [`model`]: the networks (Inception-ResNet-v1 and its small variant);
 //! - [`eval`]: LFW-protocol verification metrics and baselines;
+//! - [`train`]: classifier training (softmax + center loss), checkpoints, model loading;
 //! - [`report`]: HTML reports with charts;
 //! - [`cli`]: the `facenet` subcommands;
 //! - [`util`]: atomic file output, progress bars.
 
+pub mod align;
 pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod model;
 pub mod report;
 pub mod synth;
+pub mod train;
 pub mod util;

@@ -5,8 +5,12 @@
 //! user's old command line runs unchanged.
 
 mod bench;
+mod align;
+mod detect;
+mod fetch_weights;
 mod pending;
 mod synth;
+mod train;
 mod validate;
 
 use std::ffi::OsString;
@@ -31,11 +35,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Detect and align every face of a class-per-folder dataset into crops (MTCNN)
-    Align(pending::PendingArgs),
+    Align(align::AlignArgs),
     /// Detect faces in photos and print boxes, probabilities and landmarks
-    Detect(pending::PendingArgs),
+    Detect(detect::DetectArgs),
+    /// Download the MTCNN weights into the cache ($FACENET_HOME)
+    FetchWeights(fetch_weights::FetchWeightsArgs),
     /// Train Inception-ResNet-v1 as a classifier (softmax + center loss)
-    Train(pending::PendingArgs),
+    Train(train::TrainArgs),
     /// Evaluate embeddings on the LFW pairs protocol (accuracy, VAL@FAR, AUC, EER)
     Validate(validate::ValidateArgs),
     /// Compute embeddings of images with a trained model
@@ -94,9 +100,10 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Synth(a) => synth::run(a),
         Command::Validate(a) => validate::run(a),
-        Command::Align(a) => pending::run("align", 3, a),
-        Command::Detect(a) => pending::run("detect", 3, a),
-        Command::Train(a) => pending::run("train", 4, a),
+        Command::Align(a) => align::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::FetchWeights(a) => fetch_weights::run(a),
+        Command::Train(a) => train::run(a),
         Command::Embed(a) => pending::run("embed", 5, a),
         Command::Compare(a) => pending::run("compare", 5, a),
         Command::Demo(a) => pending::run("demo", 6, a),

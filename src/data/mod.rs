@@ -1,7 +1,9 @@
 //! Data: class-per-folder datasets, LFW pairs files, image loading.
 
+pub mod augment;
 pub mod dataset;
 pub mod image_io;
+pub mod loader;
 pub mod npy;
 pub mod pairs;
 pub mod preprocess;

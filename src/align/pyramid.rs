@@ -1,0 +1,345 @@
+//! The image pyramid and the resampling the reference uses for it and for the R-Net / O-Net
+//! crops: OpenCV's `cv2.resize(..., interpolation=INTER_AREA)`, reproduced operation by
+//! operation so the pyramid levels are the same bytes.
+//!
+//! - Shrinking (both axes): exact area averaging. Weights are `f32` (OpenCV stores them as
+//!   `float`); for `u8` images sums are accumulated in `f32` and rounded half-to-even back to
+//!   `u8`, for `f64` images in `f64` without rounding. Integer ratios take OpenCV's fast path
+//!   (plain box average; for `u8` at ratio 2 its rounding is `(sum + 2) >> 2`).
+//! - Growing (either axis): OpenCV falls back to a bilinear variant with area-style
+//!   coefficients; reproduced too (`u8` in OpenCV's 11-bit fixed point, with the rounding of
+//!   its vectorised vertical pass).
+//!
+//! Images are interleaved (`h x w x cn`, row-major), like NumPy arrays.
+
+/// Pyramid scales: `12 / min_face_size` times `factor^k` while the shorter side, scaled,
+/// stays at least 12 pixels (P-Net's input size).
+pub fn scales(h: usize, w: usize, min_face_size: f64, factor: f64) -> Vec<f64> {
+    let m = 12.0 / min_face_size;
+    let mut minl = h.min(w) as f64 * m;
+    let mut out = Vec::new();
+    let mut k = 0i32;
+    // `minl` shrinks by repeated multiplication while the scale is `m * factor^k` computed
+    // with `pow`, exactly as in the reference (the two can differ in the last bit).
+    while minl >= 12.0 && k < 1000 {
+        out.push(m * factor.powf(k as f64));
+        minl *= factor;
+        k += 1;
+    }
+    out
+}
+
+/// Size `(h, w)` of a pyramid level: `ceil(h * scale) x ceil(w * scale)`.
+pub fn level_size(h: usize, w: usize, scale: f64) -> (usize, usize) {
+    ((h as f64 * scale).ceil() as usize, (w as f64 * scale).ceil() as usize)
+}
+
+/// One source position and weight of an area-resampling table.
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    dst: usize,
+    src: usize,
+    alpha: f32,
+}
+
+/// OpenCV's `computeResizeAreaTab`: for each destination index, the source indices it covers
+/// and their coverage weights, in increasing source order.
+fn area_table(ssize: usize, dsize: usize, scale: f64) -> Vec<Tap> {
+    let mut tab = Vec::with_capacity(ssize * 2);
+    for dx in 0..dsize {
+        let fsx1 = dx as f64 * scale;
+        let fsx2 = fsx1 + scale;
+        let cell = scale.min(ssize as f64 - fsx1);
+        let mut sx1 = fsx1.ceil() as i64;
+        let mut sx2 = fsx2.floor() as i64;
+        sx2 = sx2.min(ssize as i64 - 1);
+        sx1 = sx1.min(sx2);
+        if sx1 as f64 - fsx1 > 1e-3 {
+            tab.push(Tap { dst: dx, src: (sx1 - 1) as usize, alpha: ((sx1 as f64 - fsx1) / cell) as f32 });
+        }
+        for sx in sx1..sx2 {
+            tab.push(Tap { dst: dx, src: sx as usize, alpha: (1.0 / cell) as f32 });
+        }
+        if fsx2 - sx2 as f64 > 1e-3 {
+            tab.push(Tap {
+                dst: dx,
+                src: sx2 as usize,
+                alpha: ((fsx2 - sx2 as f64).min(1.0).min(cell) / cell) as f32,
+            });
+        }
+    }
+    tab
+}
+
+/// The ratio `src / dst` and whether it is an integer (OpenCV's `is_area_fast` test).
+fn ratio(s: usize, d: usize) -> (f64, Option<usize>) {
+    let r = s as f64 / d as f64;
+    let i = r.round();
+    (r, ((r - i).abs() < f64::EPSILON).then_some(i as usize))
+}
+
+macro_rules! area_impl {
+    ($name:ident, $t:ty, $wt:ty, $round:expr) => {
+        fn $name(src: &[$t], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize, sx: f64, sy: f64) -> Vec<$t> {
+            let xtab = area_table(sw, dw, sx);
+            let ytab = area_table(sh, dh, sy);
+            let row = dw * cn;
+            let mut out = vec![<$t>::default(); dh * row];
+            let mut buf = vec![0 as $wt; row];
+            let mut sum = vec![0 as $wt; row];
+            let round = $round;
+            let mut j = 0;
+            while j < ytab.len() {
+                let dy = ytab[j].dst;
+                sum.iter_mut().for_each(|v| *v = 0 as $wt);
+                while j < ytab.len() && ytab[j].dst == dy {
+                    let beta = ytab[j].alpha as $wt;
+                    let s = &src[ytab[j].src * sw * cn..(ytab[j].src + 1) * sw * cn];
+                    buf.iter_mut().for_each(|v| *v = 0 as $wt);
+                    for t in &xtab {
+                        let alpha = t.alpha as $wt;
+                        for c in 0..cn {
+                            buf[t.dst * cn + c] += s[t.src * cn + c] as $wt * alpha;
+                        }
+                    }
+                    for (acc, b) in sum.iter_mut().zip(&buf) {
+                        *acc += beta * *b;
+                    }
+                    j += 1;
+                }
+                for (o, v) in out[dy * row..(dy + 1) * row].iter_mut().zip(&sum) {
+                    *o = round(*v);
+                }
+            }
+            out
+        }
+    };
+}
+
+area_impl!(area_u8, u8, f32, |v: f32| v.round_ties_even().clamp(0.0, 255.0) as u8);
+area_impl!(area_f64, f64, f64, |v: f64| v);
+
+/// Integer-ratio box average (OpenCV's `resizeAreaFast`); `dst * k == src` on both axes.
+fn area_fast_u8(src: &[u8], sw: usize, cn: usize, dw: usize, dh: usize, kx: usize, ky: usize) -> Vec<u8> {
+    let mut out = vec![0u8; dh * dw * cn];
+    let area = kx * ky;
+    let scale = 1.0f32 / area as f32;
+    for dy in 0..dh {
+        for dx in 0..dw {
+            for c in 0..cn {
+                let mut sum = 0i32;
+                for yy in 0..ky {
+                    let r = (dy * ky + yy) * sw * cn;
+                    for xx in 0..kx {
+                        sum += src[r + (dx * kx + xx) * cn + c] as i32;
+                    }
+                }
+                out[(dy * dw + dx) * cn + c] = if kx == 2 && ky == 2 && matches!(cn, 1 | 3 | 4) {
+                    ((sum + 2) >> 2) as u8
+                } else {
+                    (sum as f32 * scale).round_ties_even().clamp(0.0, 255.0) as u8
+                };
+            }
+        }
+    }
+    out
+}
+
+fn area_fast_f64(src: &[f64], sw: usize, cn: usize, dw: usize, dh: usize, kx: usize, ky: usize) -> Vec<f64> {
+    let mut out = vec![0.0; dh * dw * cn];
+    let scale = (1.0f32 / (kx * ky) as f32) as f64;
+    for dy in 0..dh {
+        for dx in 0..dw {
+            for c in 0..cn {
+                let mut sum = 0.0;
+                for yy in 0..ky {
+                    let r = (dy * ky + yy) * sw * cn;
+                    for xx in 0..kx {
+                        sum += src[r + (dx * kx + xx) * cn + c];
+                    }
+                }
+                out[(dy * dw + dx) * cn + c] = sum * scale;
+            }
+        }
+    }
+    out
+}
+
+/// Source index and fraction of OpenCV's area-mode linear coefficients along one axis
+/// (used when that axis, or the other, grows).
+fn linear_area_coeffs(ssize: usize, dsize: usize) -> Vec<(usize, f32, bool)> {
+    let scale = ssize as f64 / dsize as f64;
+    let inv = dsize as f64 / ssize as f64;
+    (0..dsize)
+        .map(|d| {
+            let mut s = (d as f64 * scale).floor() as i64;
+            let mut f = ((d + 1) as f64 - (s + 1) as f64 * inv) as f32;
+            f = if f <= 0.0 { 0.0 } else { f - f.floor() };
+            // last column: a single tap (OpenCV's `xmax`)
+            let single = s + 1 >= ssize as i64;
+            if s >= ssize as i64 - 1 {
+                f = 0.0;
+                s = ssize as i64 - 1;
+            }
+            (s.max(0) as usize, f, single)
+        })
+        .collect()
+}
+
+fn linear_u8(src: &[u8], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize) -> Vec<u8> {
+    const ONE: i32 = 2048;
+    let xs = linear_area_coeffs(sw, dw);
+    let ys = linear_area_coeffs(sh, dh);
+    let fixed = |f: f32| (f * ONE as f32).round_ties_even() as i32;
+    let hrow = |r: usize| -> Vec<i32> {
+        let s = &src[r * sw * cn..(r + 1) * sw * cn];
+        let mut out = vec![0i32; dw * cn];
+        for (dx, &(sx, f, single)) in xs.iter().enumerate() {
+            for c in 0..cn {
+                out[dx * cn + c] = if single {
+                    s[sx * cn + c] as i32 * ONE
+                } else {
+                    s[sx * cn + c] as i32 * fixed(1.0 - f) + s[(sx + 1) * cn + c] as i32 * fixed(f)
+                };
+            }
+        }
+        out
+    };
+    let mut out = vec![0u8; dh * dw * cn];
+    for (dy, &(sy, f, _)) in ys.iter().enumerate() {
+        let r0 = hrow(sy.min(sh - 1));
+        let r1 = hrow((sy + 1).min(sh - 1));
+        let (b0, b1) = (fixed(1.0 - f), fixed(f));
+        for x in 0..dw * cn {
+            // OpenCV's vectorised vertical pass (what runs for all but a few tail pixels):
+            // 16-bit products of the rows shifted by 4, high halves, then a rounding shift.
+            let t0 = ((r0[x] >> 4) as i16 as i32 * b0) >> 16;
+            let t1 = ((r1[x] >> 4) as i16 as i32 * b1) >> 16;
+            out[dy * dw * cn + x] = ((t0 + t1 + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
+fn linear_f64(src: &[f64], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize) -> Vec<f64> {
+    let xs = linear_area_coeffs(sw, dw);
+    let ys = linear_area_coeffs(sh, dh);
+    let hrow = |r: usize| -> Vec<f64> {
+        let s = &src[r * sw * cn..(r + 1) * sw * cn];
+        let mut out = vec![0.0; dw * cn];
+        for (dx, &(sx, f, single)) in xs.iter().enumerate() {
+            let (a0, a1) = ((1.0 - f) as f64, f as f64);
+            for c in 0..cn {
+                out[dx * cn + c] =
+                    if single { s[sx * cn + c] } else { s[sx * cn + c] * a0 + s[(sx + 1) * cn + c] * a1 };
+            }
+        }
+        out
+    };
+    let mut out = vec![0.0; dh * dw * cn];
+    for (dy, &(sy, f, _)) in ys.iter().enumerate() {
+        let r0 = hrow(sy.min(sh - 1));
+        let r1 = hrow((sy + 1).min(sh - 1));
+        let (b0, b1) = ((1.0 - f) as f64, f as f64);
+        for x in 0..dw * cn {
+            out[dy * dw * cn + x] = r0[x] * b0 + r1[x] * b1;
+        }
+    }
+    out
+}
+
+/// `cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)` for an 8-bit image.
+pub fn resize_area_u8(src: &[u8], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize) -> Vec<u8> {
+    assert_eq!(src.len(), sw * sh * cn, "image buffer size");
+    assert!(sw > 0 && sh > 0 && dw > 0 && dh > 0, "empty resize");
+    if (sw, sh) == (dw, dh) {
+        return src.to_vec();
+    }
+    let (rx, ix) = ratio(sw, dw);
+    let (ry, iy) = ratio(sh, dh);
+    if rx >= 1.0 && ry >= 1.0 {
+        if let (Some(kx), Some(ky)) = (ix, iy) {
+            return area_fast_u8(src, sw, cn, dw, dh, kx, ky);
+        }
+        return area_u8(src, sw, sh, cn, dw, dh, rx, ry);
+    }
+    linear_u8(src, sw, sh, cn, dw, dh)
+}
+
+/// `cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)` for a float64 image.
+pub fn resize_area_f64(src: &[f64], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize) -> Vec<f64> {
+    assert_eq!(src.len(), sw * sh * cn, "image buffer size");
+    assert!(sw > 0 && sh > 0 && dw > 0 && dh > 0, "empty resize");
+    if (sw, sh) == (dw, dh) {
+        return src.to_vec();
+    }
+    let (rx, ix) = ratio(sw, dw);
+    let (ry, iy) = ratio(sh, dh);
+    if rx >= 1.0 && ry >= 1.0 {
+        if let (Some(kx), Some(ky)) = (ix, iy) {
+            return area_fast_f64(src, sw, cn, dw, dh, kx, ky);
+        }
+        return area_f64(src, sw, sh, cn, dw, dh, rx, ry);
+    }
+    linear_f64(src, sw, sh, cn, dw, dh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_follow_the_reference_loop() {
+        // 100 x 100, min face 20: 0.6 * 0.709^k while 60 * 0.709^k >= 12
+        let s = scales(100, 100, 20.0, 0.709);
+        assert_eq!(s.len(), 5);
+        assert!((s[0] - 0.6).abs() < 1e-15);
+        assert!((s[4] - 0.6 * 0.709f64.powi(4)).abs() < 1e-12);
+        assert!(scales(19, 500, 20.0, 0.709).is_empty());
+        assert_eq!(scales(20, 500, 20.0, 0.709).len(), 1);
+        assert_eq!(level_size(886, 1280, 0.6), (532, 768));
+        assert_eq!(level_size(5, 5, 0.6), (3, 3));
+    }
+
+    #[test]
+    fn area_average_of_fractional_cells() {
+        // 3 -> 2 columns: each output covers 1.5 pixels
+        let src = [0u8, 100, 200];
+        let out = resize_area_u8(&src, 3, 1, 1, 2, 1);
+        // (0 * 1 + 100 * 0.5) / 1.5 = 33.3, (100 * 0.5 + 200) / 1.5 = 166.7
+        assert_eq!(out, vec![33, 167]);
+        let f = resize_area_f64(&[0.0, 100.0, 200.0], 3, 1, 1, 2, 1);
+        assert!((f[0] - 100.0 / 3.0).abs() < 1e-5 && (f[1] - 500.0 / 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn fast_path_rounding() {
+        // 2x2 -> 1x1, sum 10: OpenCV's vector path rounds half up (3), not to even (2)
+        assert_eq!(resize_area_u8(&[1, 2, 3, 4], 2, 2, 1, 1, 1), vec![3]);
+        // 3x3 -> 1x1: sum 13 times a float 1/9
+        assert_eq!(resize_area_u8(&[1, 1, 1, 1, 1, 1, 1, 1, 5], 3, 3, 1, 1, 1), vec![1]);
+        let f = resize_area_f64(&[1.0, 2.0, 3.0, 4.0], 2, 2, 1, 1, 1);
+        assert_eq!(f, vec![2.5]);
+    }
+
+    #[test]
+    fn same_size_is_a_copy_and_channels_stay_apart() {
+        let src: Vec<u8> = (0..2 * 3 * 3).map(|v| v as u8).collect();
+        assert_eq!(resize_area_u8(&src, 3, 2, 3, 3, 2), src);
+        // 4x1 RGB -> 2x1: each output is the mean of two pixels, per channel
+        let src = [10u8, 20, 30, 12, 22, 32, 100, 0, 50, 102, 2, 52];
+        assert_eq!(resize_area_u8(&src, 4, 1, 3, 2, 1), vec![11, 21, 31, 101, 1, 51]);
+    }
+
+    #[test]
+    fn growing_interpolates() {
+        // 2 -> 4 pixels in area mode: OpenCV's coefficients give a step, not a ramp
+        let out = resize_area_f64(&[0.0, 100.0], 2, 1, 1, 4, 1);
+        assert_eq!(out, vec![0.0, 0.0, 100.0, 100.0]);
+        let out = resize_area_f64(&[0.0, 90.0], 2, 1, 1, 3, 1);
+        // dx=1: sx=0, fx = 2 - 1.5 = 0.5 -> 45
+        assert_eq!(out, vec![0.0, 45.0, 90.0]);
+        let out = resize_area_u8(&[0, 90], 2, 1, 1, 3, 1);
+        assert_eq!(out, vec![0, 45, 90]);
+    }
+}

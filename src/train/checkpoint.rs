@@ -1,0 +1,478 @@
+//! Checkpoints: one folder per epoch under the run's models folder, written to a temporary
+//! folder and renamed into place (a killed run never leaves a half-written checkpoint); the
+//! last [`KEEP_CHECKPOINTS`] are kept.
+//!
+//! ```text
+//! models_base_dir/<stamp>/
+//!   options.json                      the run's TrainOptions
+//!   ckpt-000007/
+//!     model.safetensors               weights (burn names = facenet-pytorch keys, BN gamma/beta)
+//!     model.json                      ModelMeta + network config + epoch/step
+//!     train_state.safetensors         optimizer slots (<param path>/<slot>) + "centers"
+//!     train_state.json                epoch, step, optimizer, RNG/index-stream position, log dir
+//! ```
+//!
+//! [`load_inference_model`] turns any of: a run's models folder (latest checkpoint), one
+//! checkpoint folder or its `model.safetensors`, or a facenet-pytorch `InceptionResnetV1`
+//! state dict (`.pt`/`.pth`, 512-d) into a network in inference mode.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use burn::module::Module;
+use burn::store::{ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::optim::StoredTensor;
+use super::options::OptimizerKind;
+use super::tensor_file;
+use crate::data::preprocess::Standardization;
+use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+use crate::util::atomic::write_atomic_durable;
+
+/// Checkpoints kept per run (the reference's `max_to_keep=3`).
+pub const KEEP_CHECKPOINTS: usize = 3;
+/// Weights file of a checkpoint.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Meta + config file of a checkpoint.
+pub const MODEL_JSON: &str = "model.json";
+/// Optimizer slots and centres.
+pub const STATE_FILE: &str = "train_state.safetensors";
+/// Training position.
+pub const STATE_JSON: &str = "train_state.json";
+/// The run's options, in its models folder.
+pub const OPTIONS_JSON: &str = "options.json";
+const FORMAT: &str = "facenet-checkpoint-1";
+const CKPT_PREFIX: &str = "ckpt-";
+
+/// What a user of a trained network needs to feed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Canonical `--model_def` name (`inception_resnet_v1`, `inception_resnet_v1_small`).
+    pub model_def: String,
+    /// Embedding width.
+    pub embedding_size: usize,
+    /// Input side in pixels the network was trained on (training crop size).
+    pub image_size: u32,
+    /// Pixel standardisation of its input.
+    pub standardization: Standardization,
+    /// Classes of the training Logits layer (0 when it had none). Models returned by
+    /// [`load_inference_model`] leave that layer out.
+    pub num_classes: usize,
+}
+
+/// `model.json` of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub format: String,
+    pub meta: ModelMeta,
+    /// The exact network configuration (architecture, BN settings, classes).
+    pub config: InceptionResnetV1Config,
+    pub epoch: usize,
+    pub global_step: u64,
+}
+
+/// `train_state.json`: where training stands after a checkpoint's epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Last completed epoch (1-based).
+    pub epoch: usize,
+    /// Optimizer steps so far.
+    pub global_step: u64,
+    pub optimizer: OptimizerKind,
+    /// Steps the optimizer has applied (Adam's bias correction).
+    pub optimizer_steps: u64,
+    /// The run's seed (augmentation and dropout are derived from it and the step/epoch).
+    pub seed: u64,
+    /// Position of the shuffled index stream: pass number and offset.
+    pub index_stream_pass: u64,
+    pub index_stream_pos: usize,
+    /// Training images the stream runs over (a changed dataset is refused on resume).
+    pub num_train_images: usize,
+    /// The run's log folder (statistics continue there).
+    pub log_dir: PathBuf,
+    /// The learning rate of the last step.
+    pub learning_rate: f64,
+}
+
+/// Everything a checkpoint holds, ready to write.
+pub struct Checkpoint<'a> {
+    pub model: &'a InceptionResnetV1,
+    pub model_file: ModelFile,
+    pub state: TrainState,
+    pub optimizer: BTreeMap<String, StoredTensor>,
+    /// `[num_classes, embedding_size]` centres.
+    pub centers: StoredTensor,
+}
+
+/// A checkpoint's training state, read back.
+pub struct LoadedState {
+    pub state: TrainState,
+    pub optimizer: BTreeMap<String, StoredTensor>,
+    pub centers: StoredTensor,
+}
+
+fn checkpoint_name(epoch: usize) -> String {
+    format!("{CKPT_PREFIX}{epoch:06}")
+}
+
+/// Writes `ckpt` as `model_dir/ckpt-<epoch>` (atomically: built in a hidden temporary folder,
+/// synced, renamed), then removes all but the newest `keep` checkpoints. Returns its folder.
+pub fn save_checkpoint(model_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
+    fs::create_dir_all(model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
+    let name = checkpoint_name(ckpt.state.epoch);
+    let final_dir = model_dir.join(&name);
+    let tmp = model_dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp)?;
+    let written = (|| -> Result<()> {
+        // `valid()` folds pending BN running-statistics updates into the values that are saved
+        ckpt.model
+            .valid()
+            .save_into(&mut SafetensorsStore::from_file(tmp.join(MODEL_FILE)).overwrite(true))
+            .map_err(|e| anyhow!("saving weights: {e}"))?;
+        write_atomic_durable(&tmp.join(MODEL_JSON), serde_json::to_string_pretty(&ckpt.model_file)?.as_bytes())?;
+        let mut tensors = ckpt.optimizer.clone();
+        tensors.insert("centers".into(), ckpt.centers.clone());
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("optimizer".to_string(), ckpt.state.optimizer.name().to_string());
+        write_atomic_durable(&tmp.join(STATE_FILE), &tensor_file::encode(&tensors, &meta)?)?;
+        write_atomic_durable(&tmp.join(STATE_JSON), serde_json::to_string_pretty(&ckpt.state)?.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("cannot write checkpoint {}", final_dir.display())));
+    }
+    if final_dir.exists() {
+        // the same epoch saved again (a resumed run): replace it
+        let old = model_dir.join(format!(".{name}.old-{}", std::process::id()));
+        fs::rename(&final_dir, &old)?;
+        fs::rename(&tmp, &final_dir)?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
+    }
+    if let Ok(d) = fs::File::open(model_dir) {
+        let _ = d.sync_all();
+    }
+    prune(model_dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Removes all but the newest `keep` checkpoints and leftovers of killed saves.
+fn prune(model_dir: &Path, keep: usize) -> Result<()> {
+    let all = checkpoint_dirs(model_dir)?;
+    if all.len() > keep {
+        for (_, dir) in &all[..all.len() - keep] {
+            fs::remove_dir_all(dir).with_context(|| format!("cannot remove old checkpoint {}", dir.display()))?;
+        }
+    }
+    let me = format!(".tmp-{}", std::process::id());
+    for entry in fs::read_dir(model_dir)?.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&format!(".{CKPT_PREFIX}")) && (n.contains(".tmp-") || n.contains(".old-")) && !n.ends_with(&me) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The complete checkpoints of a models folder, oldest first, with their epochs.
+pub fn checkpoint_dirs(model_dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(model_dir).with_context(|| format!("cannot read {}", model_dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(num) = name.strip_prefix(CKPT_PREFIX) {
+            if let Ok(epoch) = num.parse::<usize>() {
+                let p = entry.path();
+                if p.join(MODEL_FILE).is_file() && p.join(MODEL_JSON).is_file() {
+                    out.push((epoch, p));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest checkpoint of a models folder, if any.
+pub fn latest_checkpoint(model_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(checkpoint_dirs(model_dir)?.pop().map(|(_, p)| p))
+}
+
+/// The checkpoint folder `path` designates: a checkpoint folder, its `model.safetensors`, or
+/// a run's models folder (its newest checkpoint).
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if dir.join(MODEL_JSON).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        bail!("{}: no {MODEL_JSON} beside this weights file", path.display());
+    }
+    if !path.exists() {
+        bail!("{}: no such model file or folder", path.display());
+    }
+    if path.join(MODEL_JSON).is_file() && path.join(MODEL_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    match latest_checkpoint(path)? {
+        Some(p) => Ok(p),
+        None => bail!(
+            "{}: not a model: expected a checkpoint folder ({MODEL_FILE} + {MODEL_JSON}), a run's models folder with {CKPT_PREFIX}* checkpoints, or a facenet-pytorch .pt state dict",
+            path.display()
+        ),
+    }
+}
+
+/// Reads `model.json` of a checkpoint folder.
+pub fn read_model_file(ckpt_dir: &Path) -> Result<ModelFile> {
+    let p = ckpt_dir.join(MODEL_JSON);
+    let text = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mf: ModelFile = serde_json::from_str(&text).with_context(|| format!("{}: not a facenet model description", p.display()))?;
+    if mf.format != FORMAT {
+        bail!("{}: unknown checkpoint format '{}' (expected {FORMAT})", p.display(), mf.format);
+    }
+    Ok(mf)
+}
+
+/// Reads the training state of a checkpoint folder.
+pub fn read_train_state(ckpt_dir: &Path) -> Result<LoadedState> {
+    let p = ckpt_dir.join(STATE_JSON);
+    let text = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let state: TrainState = serde_json::from_str(&text).with_context(|| format!("{}: bad training state", p.display()))?;
+    let p = ckpt_dir.join(STATE_FILE);
+    let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let (mut tensors, _) = tensor_file::decode(&bytes).with_context(|| format!("{}", p.display()))?;
+    let centers = tensors.remove("centers").ok_or_else(|| anyhow!("{}: no centers", p.display()))?;
+    Ok(LoadedState { state, optimizer: tensors, centers })
+}
+
+fn not_logits(path: &str, _container: &str) -> bool {
+    !path.starts_with("logits.")
+}
+
+fn check_applied(result: &ApplyResult, source: &Path) -> Result<()> {
+    if !result.errors.is_empty() {
+        let list: Vec<String> = result.errors.iter().take(5).map(|e| format!("{e}")).collect();
+        bail!("{}: {} tensor(s) do not fit the network, e.g. {}", source.display(), result.errors.len(), list.join("; "));
+    }
+    let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).filter(|p| !p.starts_with("logits.")).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: {} tensor(s) of the network are missing from the file, e.g. {}",
+            source.display(),
+            missing.len(),
+            missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint's weights into `model` (any device). With `with_logits` false the
+/// Logits layer is left as it is.
+pub fn load_weights(model: &mut InceptionResnetV1, weights: &Path, with_logits: bool) -> Result<ApplyResult> {
+    let mut store = SafetensorsStore::from_file(weights).allow_partial(!with_logits);
+    if !with_logits {
+        store = store.with_predicate(not_logits);
+    }
+    let result = model.load_from(&mut store).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
+    check_applied(&result, weights)?;
+    Ok(result)
+}
+
+/// True for a PyTorch state dict file name (`.pt`, `.pth`).
+pub fn is_pytorch_file(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"))
+}
+
+/// Loads a facenet-pytorch `InceptionResnetV1` state dict into `model` (its Logits layer
+/// is not loaded).
+pub fn load_pytorch_weights(model: &mut InceptionResnetV1, path: &Path) -> Result<ApplyResult> {
+    let mut store = PytorchStore::from_file(path).allow_partial(true).with_predicate(not_logits);
+    let result = model.load_from(&mut store).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    check_applied(&result, path)?;
+    Ok(result)
+}
+
+/// The meta of a facenet-pytorch `InceptionResnetV1` (VGGFace2 / CASIA-WebFace weights).
+pub fn facenet_pytorch_meta() -> ModelMeta {
+    ModelMeta {
+        model_def: "inception_resnet_v1".into(),
+        embedding_size: 512,
+        image_size: 160,
+        standardization: Standardization::Fixed,
+        num_classes: 0,
+    }
+}
+
+/// Loads a network for inference from (a) a run's models folder (newest checkpoint), (b) one
+/// checkpoint folder or its `model.safetensors`, or (c) a facenet-pytorch `InceptionResnetV1`
+/// state dict (`.pt`/`.pth`: 512-d, fixed standardisation, 160x160). The network comes back
+/// in inference mode (`valid()`: BN running statistics, no dropout) on `device`, without
+/// its Logits layer.
+pub fn load_inference_model(path: &Path, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
+    if is_pytorch_file(path) && path.is_file() {
+        let meta = facenet_pytorch_meta();
+        let mut model = InceptionResnetV1Config::new().with_embedding_size(512).with_num_classes(0).init(device);
+        load_pytorch_weights(&mut model, path)?;
+        return Ok((model.valid(), meta));
+    }
+    let dir = resolve_checkpoint(path)?;
+    let mf = read_model_file(&dir)?;
+    let mut model = mf.config.clone().with_num_classes(0).init(device);
+    load_weights(&mut model, &dir.join(MODEL_FILE), false)?;
+    Ok((model.valid(), mf.meta))
+}
+
+/// `--pretrained_model`: loads weights into a training network. Accepts what
+/// [`load_inference_model`] accepts; the Logits layer is loaded only from one of our
+/// checkpoints with the same number of classes. Returns a one-line description.
+pub fn load_pretrained(model: &mut InceptionResnetV1, path: &Path) -> Result<String> {
+    if is_pytorch_file(path) && path.is_file() {
+        if model.embedding_size() != 512 {
+            bail!(
+                "{}: facenet-pytorch weights have a 512-d embedding; train with --embedding_size 512 --model_def inception_resnet_v1",
+                path.display()
+            );
+        }
+        load_pytorch_weights(model, path)?;
+        return Ok(format!("facenet-pytorch weights {} (Logits layer initialised fresh)", path.display()));
+    }
+    let dir = resolve_checkpoint(path)?;
+    let mf = read_model_file(&dir)?;
+    if mf.meta.embedding_size != model.embedding_size() {
+        bail!(
+            "{}: embedding size {} differs from --embedding_size {}",
+            dir.display(),
+            mf.meta.embedding_size,
+            model.embedding_size()
+        );
+    }
+    let with_logits = mf.config.num_classes == model.num_classes();
+    load_weights(model, &dir.join(MODEL_FILE), with_logits)?;
+    Ok(format!(
+        "{} (epoch {}, {}){}",
+        dir.display(),
+        mf.epoch,
+        mf.meta.model_def,
+        if with_logits { "" } else { "; Logits layer initialised fresh (different number of classes)" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inception_resnet_v1::InceptionResnetV1Config;
+    use burn::tensor::{Distribution, Tensor};
+
+    fn small(classes: usize) -> InceptionResnetV1Config {
+        InceptionResnetV1Config::small(16, 1.0, classes)
+    }
+
+    fn meta(classes: usize) -> ModelMeta {
+        ModelMeta {
+            model_def: "inception_resnet_v1_small".into(),
+            embedding_size: 16,
+            image_size: 32,
+            standardization: Standardization::PerImage,
+            num_classes: classes,
+        }
+    }
+
+    fn state(epoch: usize) -> TrainState {
+        TrainState {
+            epoch,
+            global_step: epoch as u64 * 10,
+            optimizer: OptimizerKind::Adam,
+            optimizer_steps: epoch as u64 * 10,
+            seed: 1,
+            index_stream_pass: 2,
+            index_stream_pos: 3,
+            num_train_images: 40,
+            log_dir: PathBuf::from("/logs/x"),
+            learning_rate: 0.01,
+        }
+    }
+
+    fn save(dir: &Path, model: &InceptionResnetV1, epoch: usize) -> PathBuf {
+        let mut opt = BTreeMap::new();
+        opt.insert("conv2d_1a.conv.weight/m".to_string(), (vec![2], vec![1.0f32, 2.0]));
+        let ckpt = Checkpoint {
+            model,
+            model_file: ModelFile { format: FORMAT.into(), meta: meta(3), config: small(3), epoch, global_step: epoch as u64 * 10 },
+            state: state(epoch),
+            optimizer: opt,
+            centers: (vec![3, 16], vec![0.5; 48]),
+        };
+        save_checkpoint(dir, &ckpt, KEEP_CHECKPOINTS).unwrap()
+    }
+
+    #[test]
+    fn round_trip_keeps_last_three_and_loads_for_inference() {
+        let ad = Device::flex().autodiff();
+        let model = small(3).init(&ad);
+        // move the BN statistics
+        let _ = model.forward(Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.3, 1.5), &ad));
+        let d = tempfile::tempdir().unwrap();
+        for e in 1..=5 {
+            save(d.path(), &model, e);
+        }
+        let dirs = checkpoint_dirs(d.path()).unwrap();
+        assert_eq!(dirs.iter().map(|(e, _)| *e).collect::<Vec<_>>(), vec![3, 4, 5]);
+        // nothing else left behind
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 3);
+        let latest = latest_checkpoint(d.path()).unwrap().unwrap();
+        assert!(latest.ends_with("ckpt-000005"));
+
+        let loaded = read_train_state(&latest).unwrap();
+        assert_eq!(loaded.state, state(5));
+        assert_eq!(loaded.centers.1.len(), 48);
+        assert_eq!(loaded.optimizer["conv2d_1a.conv.weight/m"].1, vec![1.0, 2.0]);
+
+        let plain = Device::flex();
+        let probe = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &plain);
+        let want: Vec<f32> = model.valid().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+        for p in [d.path().to_path_buf(), latest.clone(), latest.join(MODEL_FILE)] {
+            let (m, mm) = load_inference_model(&p, &plain).unwrap();
+            assert_eq!(mm, meta(3));
+            assert_eq!(m.num_classes(), 0);
+            let got: Vec<f32> = m.forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+            assert_eq!(got, want, "{}", p.display());
+        }
+        // pretrained into a training model with other classes: all but logits
+        let mut other = small(7).init(&ad);
+        let msg = load_pretrained(&mut other, d.path()).unwrap();
+        assert!(msg.contains("Logits layer initialised fresh"), "{msg}");
+        let got: Vec<f32> = other.valid().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+        assert_eq!(got, want);
+        // same classes: logits too
+        let mut same = small(3).init(&ad);
+        load_pretrained(&mut same, &latest).unwrap();
+        assert_eq!(same.logits.as_ref().unwrap().weight.val().to_data(), model.logits.as_ref().unwrap().weight.val().to_data());
+        // wrong embedding size
+        let mut wrong = InceptionResnetV1Config::small(8, 1.0, 3).init(&ad);
+        assert!(load_pretrained(&mut wrong, d.path()).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let e = load_inference_model(d.path(), &Device::flex()).unwrap_err().to_string();
+        assert!(e.contains("not a model"), "{e}");
+        let e = load_inference_model(&d.path().join("nope"), &Device::flex()).unwrap_err().to_string();
+        assert!(e.contains("no such model"), "{e}");
+        // a half-written checkpoint (no model.json) is ignored
+        fs::create_dir_all(d.path().join("ckpt-000002")).unwrap();
+        fs::write(d.path().join("ckpt-000002").join(MODEL_FILE), b"x").unwrap();
+        assert!(latest_checkpoint(d.path()).unwrap().is_none());
+    }
+}
