@@ -5,6 +5,7 @@
 //! user's old command line runs unchanged.
 
 mod bench;
+mod embed;
 mod align;
 mod detect;
 mod fetch_weights;
@@ -45,7 +46,7 @@ pub enum Command {
     /// Evaluate embeddings on the LFW pairs protocol (accuracy, VAL@FAR, AUC, EER)
     Validate(validate::ValidateArgs),
     /// Compute embeddings of images with a trained model
-    Embed(pending::PendingArgs),
+    Embed(embed::EmbedArgs),
     /// Align photos and print their pairwise embedding distances
     Compare(pending::PendingArgs),
     /// Render a dataset of synthetic identities with LFW-style pairs
@@ -104,7 +105,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         Command::Detect(a) => detect::run(a),
         Command::FetchWeights(a) => fetch_weights::run(a),
         Command::Train(a) => train::run(a),
-        Command::Embed(a) => pending::run("embed", 5, a),
+        Command::Embed(a) => embed::run(a),
         Command::Compare(a) => pending::run("compare", 5, a),
         Command::Demo(a) => pending::run("demo", 6, a),
         Command::Bench(a) => bench::run(a),

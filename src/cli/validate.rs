@@ -5,7 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use burn::prelude::Device;
+
 use crate::data::npy;
+use crate::data::pairs::{read_pairs, resolve_pairs};
+use crate::data::preprocess::Standardization;
+use crate::eval::embed::{embed_paths, EmbedOptions};
+use crate::train::checkpoint::load_inference_model;
+use crate::util::progress;
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
@@ -36,9 +43,9 @@ pub struct ValidateArgs {
     /// Images per embedding batch
     #[arg(long, default_value_t = 100)]
     pub lfw_batch_size: usize,
-    /// Image side in pixels fed to the model
-    #[arg(long, default_value_t = 160)]
-    pub image_size: u32,
+    /// Image side in pixels fed to the model [default: the model's own, 160 for published models]
+    #[arg(long)]
+    pub image_size: Option<u32>,
     /// Number of cross-validation folds
     #[arg(long, default_value_t = 10)]
     pub lfw_nrof_folds: usize,
@@ -51,7 +58,7 @@ pub struct ValidateArgs {
     /// Subtract the training folds' mean embedding before computing distances
     #[arg(long)]
     pub subtract_mean: bool,
-    /// Standardise pixels as (x - 127.5) / 128 instead of per image
+    /// Standardise pixels as (x - 127.5) / 128 instead of per image [default: what the model was trained with]
     #[arg(long)]
     pub use_fixed_image_standardization: bool,
     /// Drop pairs whose images are missing instead of failing
@@ -72,16 +79,18 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         subtract_mean: a.subtract_mean,
         ..EvalOptions::default()
     };
+    let mut image_paths: Option<Vec<PathBuf>> = None;
     let (eval, issame) = match (&a.embeddings, &a.issame) {
         (Some(e), Some(i)) => evaluate_files(e, i, &opts)?,
         _ => {
             let lfw_dir = a.lfw_dir.clone().or(a.lfw_dir_pos.clone());
             let model = a.model.clone().or(a.model_pos.clone());
             match (lfw_dir, model) {
-                (Some(_), Some(_)) => bail!(
-                    "validating a model needs the network and embedding code, which has not landed yet \
-                     (issues #4 and #5); meanwhile use --embeddings E.npy --issame I.npy"
-                ),
+                (Some(dir), Some(model)) => {
+                    let (e, same, paths) = evaluate_model(&dir, &model, &a, &opts)?;
+                    image_paths = Some(paths);
+                    (e, same)
+                }
                 _ => bail!("give --lfw_dir and --model (or LFW_DIR MODEL), or --embeddings and --issame"),
             }
         }
@@ -92,11 +101,42 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         println!("Results written to {}", path.display());
     }
     if let Some(path) = &a.report {
-        let title = format!("facenet validate: {}", a.embeddings.as_deref().unwrap_or(Path::new("")).display());
-        write_verification_report(path, &title, &eval, &issame, None)?;
+        let source = a.embeddings.clone().or(a.model.clone()).or(a.model_pos.clone()).unwrap_or_default();
+        let title = format!("facenet validate: {}", source.display());
+        write_verification_report(path, &title, &eval, &issame, image_paths.as_deref())?;
         println!("Report written to {}", path.display());
     }
     Ok(())
+}
+
+/// Embeds every distinct image of the pairs once with the model and evaluates.
+fn evaluate_model(dir: &Path, model_path: &Path, a: &ValidateArgs, opts: &EvalOptions) -> Result<(Evaluation, Vec<bool>, Vec<PathBuf>)> {
+    let device = Device::default();
+    let pairs = read_pairs(&a.lfw_pairs)?;
+    let (paths, issame, dropped) = resolve_pairs(dir, &pairs.pairs, a.skip_missing)?;
+    if dropped > 0 {
+        eprintln!("warning: {dropped} of {} pairs dropped: image missing (--skip_missing)", pairs.pairs.len());
+    }
+    let (model, meta) = load_inference_model(model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
+    let standardization = if a.use_fixed_image_standardization { Standardization::Fixed } else { meta.standardization };
+    let image_size = a.image_size.unwrap_or(meta.image_size);
+    let eo = EmbedOptions { image_size, batch_size: a.lfw_batch_size, standardization, use_flipped_images: a.use_flipped_images };
+    // Each distinct image is embedded once.
+    let mut unique: Vec<PathBuf> = paths.clone();
+    unique.sort();
+    unique.dedup();
+    println!("Running forward pass on {} images ({} pairs)", unique.len(), issame.len());
+    let pb = progress::bar(unique.len() as u64, "img");
+    let emb = embed_paths(&model, &unique, &eo, &device, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let dim = emb.len() / unique.len().max(1);
+    let mut flat = Vec::with_capacity(paths.len() * dim);
+    for p in &paths {
+        let row = unique.binary_search(p).map_err(|_| anyhow::anyhow!("internal: {} not embedded", p.display()))?;
+        flat.extend(emb[row * dim..(row + 1) * dim].iter().map(|&v| v as f64));
+    }
+    let eval = evaluate(&flat, dim, &issame, opts).context("evaluating the pairs")?;
+    Ok((eval, issame, paths))
 }
 
 /// Evaluates embeddings and pair labels stored as .npy files.
