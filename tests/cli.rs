@@ -149,3 +149,42 @@ fn validate_on_embedding_files() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected 10 rows"));
 }
+
+#[test]
+fn train_then_validate_and_embed_with_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    let mut c = facenet();
+    c.arg("synth").arg(&data).args([
+        "--identities", "8", "--images_per_identity", "6", "--image_size", "40",
+        "--pairs_identities", "6", "--pairs_folds", "10", "--pairs_per_fold", "2", "--no_baseline",
+    ]);
+    stdout_of(&mut c);
+    let models = tmp.path().join("models");
+    let mut t = facenet();
+    t.arg("train").arg("--logs_base_dir").arg(tmp.path().join("logs")).arg("--models_base_dir").arg(&models)
+        .arg("--data_dir").arg(data.join("train"))
+        .args(["--image_size", "32", "--model_def", "models.inception_resnet_v1_small", "--max_nrof_epochs", "1",
+               "--epoch_size", "2", "--batch_size", "8", "--optimizer", "ADAM", "--learning_rate", "0.01"]);
+    stdout_of(&mut t);
+    let run = std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path();
+    let json = tmp.path().join("v.json");
+    let out = stdout_of(facenet().arg("validate").arg(data.join("pairs")).arg(&run)
+        .arg("--lfw_pairs").arg(data.join("pairs.txt")).arg("--json").arg(&json).arg("--report").arg(tmp.path().join("r.html")));
+    assert!(out.contains("Accuracy: "), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["accuracy_per_fold"].as_array().unwrap().len(), 10);
+    let html = std::fs::read_to_string(tmp.path().join("r.html")).unwrap();
+    assert!(html.contains("data:image/png;base64"), "worst-error thumbnails embedded");
+
+    let npy = tmp.path().join("e.npy");
+    let out = stdout_of(facenet().arg("embed").arg("--model").arg(&run).arg(data.join("pairs/Identity_0009")).arg("-o").arg(&npy));
+    assert!(out.contains("6 images"), "{out}");
+    let (values, rows, cols) = facenet::data::npy::read_matrix(&npy).unwrap();
+    assert_eq!((rows, cols), (6, 128));
+    for r in values.chunks(cols) {
+        let n: f64 = r.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4, "rows are L2-normalised");
+    }
+    assert_eq!(std::fs::read_to_string(npy.with_extension("txt")).unwrap().lines().count(), 6);
+}
