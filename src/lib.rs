@@ -13,6 +13,7 @@
 pub mod align;
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod model;
 pub mod report;

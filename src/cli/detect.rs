@@ -16,8 +16,8 @@ pub struct DetectorArgs {
     /// Smallest face to detect, in pixels
     #[arg(long, default_value_t = 20.0)]
     pub min_face_size: f64,
-    /// Score thresholds of P-Net, R-Net and O-Net
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.6, 0.7, 0.7])]
+    /// Score thresholds of P-Net, R-Net and O-Net, comma separated
+    #[arg(long, value_delimiter = ',', default_values_t = [0.6, 0.7, 0.7])]
     pub thresholds: Vec<f64>,
     /// Scale step of the image pyramid
     #[arg(long, default_value_t = 0.709)]

@@ -5,6 +5,7 @@
 //! user's old command line runs unchanged.
 
 mod bench;
+mod demo;
 mod embed;
 mod align;
 mod detect;
@@ -18,6 +19,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub use validate::print_summary as print_validation;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,7 +55,7 @@ pub enum Command {
     /// Render a dataset of synthetic identities with LFW-style pairs
     Synth(synth::SynthArgs),
     /// Run the whole workflow on built-in data and write a report
-    Demo(pending::PendingArgs),
+    Demo(demo::DemoArgs),
     /// Measure the speed of alignment, training and embedding
     Bench(bench::BenchArgs),
 }
@@ -107,7 +110,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Compare(a) => pending::run("compare", 5, a),
-        Command::Demo(a) => pending::run("demo", 6, a),
+        Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
     };
     match result {

@@ -5,14 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use burn::prelude::Device;
-
 use crate::data::npy;
-use crate::data::pairs::{read_pairs, resolve_pairs};
 use crate::data::preprocess::Standardization;
-use crate::eval::embed::{embed_paths, EmbedOptions};
-use crate::train::checkpoint::load_inference_model;
-use crate::util::progress;
+use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
@@ -111,32 +106,20 @@ pub fn run(a: ValidateArgs) -> Result<()> {
 
 /// Embeds every distinct image of the pairs once with the model and evaluates.
 fn evaluate_model(dir: &Path, model_path: &Path, a: &ValidateArgs, opts: &EvalOptions) -> Result<(Evaluation, Vec<bool>, Vec<PathBuf>)> {
-    let device = Device::default();
-    let pairs = read_pairs(&a.lfw_pairs)?;
-    let (paths, issame, dropped) = resolve_pairs(dir, &pairs.pairs, a.skip_missing)?;
-    if dropped > 0 {
-        eprintln!("warning: {dropped} of {} pairs dropped: image missing (--skip_missing)", pairs.pairs.len());
+    let vo = VerifyOptions {
+        image_size: a.image_size,
+        standardization: a.use_fixed_image_standardization.then_some(Standardization::Fixed),
+        batch_size: a.lfw_batch_size,
+        use_flipped_images: a.use_flipped_images,
+        skip_missing: a.skip_missing,
+        show_progress: true,
+    };
+    let v = verify_model(dir, &a.lfw_pairs, model_path, &vo, opts)?;
+    if v.dropped_pairs > 0 {
+        eprintln!("warning: {} pairs dropped: image missing (--skip_missing)", v.dropped_pairs);
     }
-    let (model, meta) = load_inference_model(model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
-    let standardization = if a.use_fixed_image_standardization { Standardization::Fixed } else { meta.standardization };
-    let image_size = a.image_size.unwrap_or(meta.image_size);
-    let eo = EmbedOptions { image_size, batch_size: a.lfw_batch_size, standardization, use_flipped_images: a.use_flipped_images };
-    // Each distinct image is embedded once.
-    let mut unique: Vec<PathBuf> = paths.clone();
-    unique.sort();
-    unique.dedup();
-    println!("Running forward pass on {} images ({} pairs)", unique.len(), issame.len());
-    let pb = progress::bar(unique.len() as u64, "img");
-    let emb = embed_paths(&model, &unique, &eo, &device, |n| pb.inc(n as u64))?;
-    pb.finish_and_clear();
-    let dim = emb.len() / unique.len().max(1);
-    let mut flat = Vec::with_capacity(paths.len() * dim);
-    for p in &paths {
-        let row = unique.binary_search(p).map_err(|_| anyhow::anyhow!("internal: {} not embedded", p.display()))?;
-        flat.extend(emb[row * dim..(row + 1) * dim].iter().map(|&v| v as f64));
-    }
-    let eval = evaluate(&flat, dim, &issame, opts).context("evaluating the pairs")?;
-    Ok((eval, issame, paths))
+    println!("Evaluated {} pairs ({} distinct images)", v.issame.len(), v.distinct_images);
+    Ok((v.evaluation, v.issame, v.image_paths))
 }
 
 /// Evaluates embeddings and pair labels stored as .npy files.

@@ -3,3 +3,4 @@
 pub mod baseline;
 pub mod embed;
 pub mod metrics;
+pub mod verify;
