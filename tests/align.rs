@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use assert_cmd::cargo::CommandCargoExt;
 use burn::tensor::{Device, Tensor, TensorData};
 use facenet::align::boxes::iou;
+use facenet::align::crop::{choose_face, crop_and_resize, margin_box};
 use facenet::align::pyramid::{resize_area_f64, resize_area_u8};
 use facenet::align::weights::{facenet_home, load_nets, weights_dir, weights_present};
 use facenet::align::{DetectorConfig, Mtcnn};
@@ -243,6 +244,22 @@ fn photos_match_reference() {
         if !jpeg {
             assert!(worst_box <= 1.0, "{name}: box off by {worst_box}");
             assert_eq!(faces.len(), want.len(), "{name}: extra faces");
+            // the reference's crop (align_dataset_mtcnn.py, --image_size 182 --margin 44)
+            let stem = name.trim_end_matches(".png");
+            let entry = fx["align"].as_array().unwrap().iter().find(|e| e["output"] == format!("photos/{stem}.png")).unwrap();
+            let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+            let i = choose_face(&boxes, img.width(), img.height()).unwrap();
+            let bb = margin_box(boxes[i], 44.0, img.width(), img.height()).unwrap();
+            let want_bb: Vec<u32> = entry["box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(bb.to_vec(), want_bb, "{name}: crop box");
+            let crop = crop_and_resize(&img, bb, 182);
+            let mean: Vec<f64> = (0..3)
+                .map(|c| crop.pixels().map(|p| p.0[c] as f64).sum::<f64>() / (182.0 * 182.0))
+                .collect();
+            let want_mean = flat(&entry["mean_rgb"]);
+            let dm = (0..3).map(|c| (mean[c] - want_mean[c] as f64).abs()).fold(0.0, f64::max);
+            println!("{name}: crop box {bb:?} equal; mean RGB of the 182x182 crop within {dm:.3} levels");
+            assert!(dm < 0.5, "{name}: crop pixels differ (mean {mean:?} vs {want_mean:?})");
         }
     }
 }
@@ -463,4 +480,44 @@ fn bench_group_photo() {
     let Some(dir) = photos() else { return };
     let b = facenet::align::bench_align(&[dir.join("t1.jpg")], m, 5).unwrap();
     println!("{b}");
+}
+
+/// Per-layer timing of P-Net on the group photo's first pyramid level (dev aid).
+#[test]
+#[ignore]
+fn bench_pnet_layers() {
+    use std::time::Instant;
+    let Some(m) = detector() else { return };
+    let p = &m.nets.pnet;
+    let x = pattern_nchw(1, 532, 768);
+    for _ in 0..2 {
+        let t = Instant::now();
+        let a = p.conv1.forward(x.clone());
+        let _ = a.clone().into_data();
+        let t1 = t.elapsed();
+        let b = p.prelu1.forward(a);
+        let _ = b.clone().into_data();
+        let t2 = t.elapsed();
+        let c = p.pool1.forward(b);
+        let _ = c.clone().into_data();
+        let t3 = t.elapsed();
+        let d = p.prelu2.forward(p.conv2.forward(c));
+        let _ = d.clone().into_data();
+        let t4 = t.elapsed();
+        let e = p.prelu3.forward(p.conv3.forward(d));
+        let _ = e.clone().into_data();
+        let t5 = t.elapsed();
+        let o = p.forward(x.clone());
+        let _ = o.prob.into_data();
+        let t6 = t.elapsed();
+        println!("conv1 {t1:?} prelu1 {:?} pool {:?} conv2+prelu {:?} conv3+prelu {:?} whole {:?}", t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5);
+    }
+    let x = pattern_nchw(882, 24, 24);
+    let t = Instant::now();
+    let _ = m.nets.rnet.forward(x).prob.into_data();
+    println!("rnet 882: {:?}", t.elapsed());
+    let x = pattern_nchw(52, 48, 48);
+    let t = Instant::now();
+    let _ = m.nets.onet.forward(x).prob.into_data();
+    println!("onet 52: {:?}", t.elapsed());
 }

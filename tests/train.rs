@@ -199,3 +199,21 @@ fn bad_options_fail_clearly() {
     let out = facenet().args(["train", "--model_def", "resnet50", "--data_dir"]).arg(data.join("train")).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --model_def"));
 }
+
+#[test]
+fn resume_before_the_first_checkpoint_starts_over_in_the_same_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth(&data);
+    let (logs, models) = (tmp.path().join("logs"), tmp.path().join("models"));
+    let mut args = small_run_args(&data, &logs, &models);
+    args.extend(["--max_nrof_epochs".into(), "0".into()]);
+    run_ok(facenet().args(&args));
+    let run = only_subdir(&models);
+    assert!(fs::read_dir(&run).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("ckpt-")));
+    run_ok(facenet().args(["train", "--resume", run.to_str().unwrap(), "--max_nrof_epochs", "1"]));
+    assert!(run.join("ckpt-000001/model.safetensors").is_file());
+    assert_eq!(only_subdir(&models), run);
+    let log = only_subdir(&logs);
+    assert_eq!(csv(&log.join("epochs.csv")).len(), 2);
+}

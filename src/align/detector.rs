@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
+use rayon::prelude::*;
 
 use super::boxes::{self, Candidate, Overlap, Rect};
 use super::nets::Nets;
@@ -74,7 +75,7 @@ impl StageTimes {
 /// net is convolutional and tiles start on even input rows/columns).
 const PNET_TILE: usize = 384;
 /// R-Net / O-Net batches are at most this many crops.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 128;
 
 /// The detector: the three nets and the parameters.
 pub struct Mtcnn {
@@ -144,19 +145,30 @@ impl Mtcnn {
         let [t1, t2, t3] = cfg.thresholds;
         // stage 1: P-Net over the pyramid
         let mut all: Vec<Candidate> = Vec::new();
-        for scale in pyramid::scales(h, w, cfg.min_face_size, cfg.factor) {
-            let (hs, ws) = pyramid::level_size(h, w, scale);
-            let t = Instant::now();
-            let level = pyramid::resize_area_u8(img, w, h, 3, ws, hs);
-            times.pyramid += t.elapsed();
-            let t = Instant::now();
-            let (prob, reg, oh, ow) = self.run_pnet(&level, ws, hs);
-            let cands = boxes::generate_candidates(&prob, &reg, oh, ow, scale, t1);
-            let rects: Vec<Rect> = cands.iter().map(|c| c.rect).collect();
-            let scores: Vec<f64> = cands.iter().map(|c| c.score).collect();
-            all.extend(boxes::nms(&rects, &scores, 0.5, Overlap::Union).into_iter().map(|i| cands[i]));
-            times.pnet += t.elapsed();
-        }
+        let t = Instant::now();
+        let scales = pyramid::scales(h, w, cfg.min_face_size, cfg.factor);
+        let levels: Vec<(f64, usize, usize, Vec<u8>)> = scales
+            .par_iter()
+            .map(|&scale| {
+                let (hs, ws) = pyramid::level_size(h, w, scale);
+                (scale, hs, ws, pyramid::resize_area_u8(img, w, h, 3, ws, hs))
+            })
+            .collect();
+        times.pyramid += t.elapsed();
+        // levels side by side (the small ones do not keep the cores busy), kept in scale order
+        let t = Instant::now();
+        let per_level: Vec<Vec<Candidate>> = levels
+            .par_iter()
+            .map(|(scale, hs, ws, level)| {
+                let (prob, reg, oh, ow) = self.run_pnet(level, *ws, *hs);
+                let cands = boxes::generate_candidates(&prob, &reg, oh, ow, *scale, t1);
+                let rects: Vec<Rect> = cands.iter().map(|c| c.rect).collect();
+                let scores: Vec<f64> = cands.iter().map(|c| c.score).collect();
+                boxes::nms(&rects, &scores, 0.5, Overlap::Union).into_iter().map(|i| cands[i]).collect()
+            })
+            .collect();
+        all.extend(per_level.into_iter().flatten());
+        times.pnet += t.elapsed();
         if all.is_empty() {
             return Vec::new();
         }
@@ -174,13 +186,18 @@ impl Mtcnn {
         let t = Instant::now();
         let mut prob = Vec::with_capacity(stage1.len());
         let mut reg = Vec::with_capacity(stage1.len() * 4);
-        for chunk in stage1.chunks(MAX_BATCH) {
-            let x = self.crops(img, w, h, chunk, 24);
-            let out = self.nets.rnet.forward(x);
-            prob.extend(to_vec(out.prob));
-            reg.extend(to_vec(out.reg));
+        // batches run side by side: small convolutions do not keep all cores busy
+        let outs: Vec<(Vec<f32>, Vec<f32>)> = stage1
+            .par_chunks(MAX_BATCH)
+            .map(|chunk| {
+                let out = self.nets.rnet.forward(self.crops(img, w, h, chunk, 24));
+                (to_vec(out.prob), to_vec(out.reg))
+            })
+            .collect();
+        for (p, r) in outs {
+            prob.extend(p);
+            reg.extend(r);
         }
-        if std::env::var_os("FACENET_MTCNN_DEBUG").is_some() { eprintln!("rnet boxes {} after {:?}", stage1.len(), t.elapsed()); }
         let passed: Vec<usize> = (0..stage1.len()).filter(|&i| prob[i] as f64 > t2).collect();
         let rects: Vec<Rect> = passed.iter().map(|&i| stage1[i]).collect();
         let scores: Vec<f64> = passed.iter().map(|&i| prob[i] as f64).collect();
@@ -203,14 +220,18 @@ impl Mtcnn {
         let mut prob = Vec::with_capacity(stage2.len());
         let mut reg = Vec::with_capacity(stage2.len() * 4);
         let mut points = Vec::with_capacity(stage2.len() * 10);
-        for chunk in stage2.chunks(MAX_BATCH) {
-            let x = self.crops(img, w, h, chunk, 48);
-            let out = self.nets.onet.forward(x);
-            prob.extend(to_vec(out.prob));
-            reg.extend(to_vec(out.reg));
-            points.extend(to_vec(out.points));
+        let outs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = stage2
+            .par_chunks(MAX_BATCH / 8)
+            .map(|chunk| {
+                let out = self.nets.onet.forward(self.crops(img, w, h, chunk, 48));
+                (to_vec(out.prob), to_vec(out.reg), to_vec(out.points))
+            })
+            .collect();
+        for (p, r, l) in outs {
+            prob.extend(p);
+            reg.extend(r);
+            points.extend(l);
         }
-        if std::env::var_os("FACENET_MTCNN_DEBUG").is_some() { eprintln!("onet boxes {} after {:?}", stage2.len(), t.elapsed()); }
         let mut faces = Vec::new();
         for i in 0..stage2.len() {
             if prob[i] as f64 <= t3 {

@@ -254,6 +254,26 @@ pub fn align_dataset(opts: &AlignOptions, mtcnn: &Mtcnn) -> Result<AlignSummary>
     Ok(summary)
 }
 
+/// Names the size of an image that is too large to decode within the decoder's memory limit
+/// (it is skipped: memory stays bounded).
+fn explain_load_error(path: &Path, message: String) -> String {
+    if !message.contains("limit") {
+        return message;
+    }
+    let dims = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .ok()
+        .and_then(|r| r.into_dimensions().ok());
+    match dims {
+        Some((w, h)) => format!(
+            "{}: image too large to decode: {w} x {h} pixels ({:.1} GB as RGB, limit 0.5 GB)",
+            path.display(),
+            w as f64 * h as f64 * 3.0 / 1e9
+        ),
+        None => message,
+    }
+}
+
 /// The lines of an image whose crops exist, or `None` if it still has to be aligned.
 fn existing_lines(single: &Path, multiple: bool) -> Option<Vec<String>> {
     if !multiple {
@@ -288,7 +308,7 @@ fn align_one(opts: &AlignOptions, mtcnn: &Mtcnn, item: &WorkItem, written: &Atom
     }
     let img = match load_rgb(&item.path) {
         Ok(img) => img,
-        Err(e) => return Outcome::Unreadable(e.to_string()),
+        Err(e) => return Outcome::Unreadable(explain_load_error(&item.path, e.to_string())),
     };
     let faces = mtcnn.detect(&img);
     let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();

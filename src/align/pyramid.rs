@@ -89,17 +89,33 @@ macro_rules! area_impl {
             let mut sum = vec![0 as $wt; row];
             let round = $round;
             let mut j = 0;
+            // a source row feeds up to two consecutive output rows: its horizontal pass is
+            // computed once (same values as OpenCV, which recomputes it)
+            let mut cached = usize::MAX;
             while j < ytab.len() {
                 let dy = ytab[j].dst;
                 sum.iter_mut().for_each(|v| *v = 0 as $wt);
                 while j < ytab.len() && ytab[j].dst == dy {
                     let beta = ytab[j].alpha as $wt;
-                    let s = &src[ytab[j].src * sw * cn..(ytab[j].src + 1) * sw * cn];
-                    buf.iter_mut().for_each(|v| *v = 0 as $wt);
-                    for t in &xtab {
-                        let alpha = t.alpha as $wt;
-                        for c in 0..cn {
-                            buf[t.dst * cn + c] += s[t.src * cn + c] as $wt * alpha;
+                    if ytab[j].src != cached {
+                        cached = ytab[j].src;
+                        let s = &src[cached * sw * cn..(cached + 1) * sw * cn];
+                        buf.iter_mut().for_each(|v| *v = 0 as $wt);
+                        if cn == 3 {
+                            for t in &xtab {
+                                let alpha = t.alpha as $wt;
+                                let (d, p) = (&mut buf[t.dst * 3..t.dst * 3 + 3], &s[t.src * 3..t.src * 3 + 3]);
+                                d[0] += p[0] as $wt * alpha;
+                                d[1] += p[1] as $wt * alpha;
+                                d[2] += p[2] as $wt * alpha;
+                            }
+                        } else {
+                            for t in &xtab {
+                                let alpha = t.alpha as $wt;
+                                for c in 0..cn {
+                                    buf[t.dst * cn + c] += s[t.src * cn + c] as $wt * alpha;
+                                }
+                            }
                         }
                     }
                     for (acc, b) in sum.iter_mut().zip(&buf) {

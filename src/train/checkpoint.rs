@@ -463,6 +463,143 @@ mod tests {
         assert!(load_pretrained(&mut wrong, d.path()).is_err());
     }
 
+    /// Writes a PyTorch (>= 1.6, zip) `torch.save(state_dict)` file by hand: `archive/data.pkl`
+    /// (an `OrderedDict` of `torch._utils._rebuild_tensor_v2` calls on persistent storages)
+    /// and one `archive/data/<k>` entry per tensor.
+    fn write_torch_state_dict(path: &Path, entries: &[(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)]) {
+        use std::io::Write;
+        fn s(out: &mut Vec<u8>, v: &str) {
+            out.push(b'X');
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+        fn int(out: &mut Vec<u8>, v: usize) {
+            out.push(b'J');
+            out.extend_from_slice(&(v as i32).to_le_bytes());
+        }
+        fn tuple(out: &mut Vec<u8>, v: &[usize]) {
+            out.push(b'(');
+            v.iter().for_each(|&x| int(out, x));
+            out.push(b't');
+        }
+        let ordered_dict = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"ccollections\nOrderedDict\n)R");
+        };
+        let mut pkl = vec![0x80, 2];
+        ordered_dict(&mut pkl);
+        pkl.push(b'(');
+        let file = fs::File::create(path).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (k, (name, shape, data)) in entries.iter().enumerate() {
+            let numel: usize = shape.iter().product();
+            let mut stride = vec![1usize; shape.len()];
+            for i in (0..shape.len().saturating_sub(1)).rev() {
+                stride[i] = stride[i + 1] * shape[i + 1];
+            }
+            s(&mut pkl, name);
+            pkl.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+            pkl.push(b'(');
+            s(&mut pkl, "storage");
+            let storage = if data.is_ok() { "FloatStorage" } else { "LongStorage" };
+            pkl.extend_from_slice(format!("ctorch\n{storage}\n").as_bytes());
+            s(&mut pkl, &k.to_string());
+            s(&mut pkl, "cpu");
+            int(&mut pkl, numel);
+            pkl.extend_from_slice(b"tQ");
+            int(&mut pkl, 0);
+            tuple(&mut pkl, shape);
+            tuple(&mut pkl, &stride);
+            pkl.push(0x89); // False
+            ordered_dict(&mut pkl);
+            pkl.extend_from_slice(b"tR");
+            let bytes: Vec<u8> = match data {
+                Ok(f) => f.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Err(i) => i.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            zip.start_file(format!("archive/data/{k}"), opt).unwrap();
+            zip.write_all(&bytes).unwrap();
+        }
+        pkl.extend_from_slice(b"u.");
+        zip.start_file("archive/data.pkl", opt).unwrap();
+        zip.write_all(&pkl).unwrap();
+        zip.start_file("archive/version", opt).unwrap();
+        zip.write_all(b"3\n").unwrap();
+        zip.start_file("archive/byteorder", opt).unwrap();
+        zip.write_all(b"little").unwrap();
+        zip.finish().unwrap();
+    }
+
+    /// The state dict facenet-pytorch would hold for `model`: BN `weight`/`bias` (burn's
+    /// gamma/beta), `num_batches_tracked`, Linear weights as `[out, in]`, plus a Logits layer
+    /// of another size.
+    fn pytorch_state_dict(model: &InceptionResnetV1) -> Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)> {
+        use burn::module::{ModuleVisitor, Param};
+        struct V(Vec<String>, Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)>);
+        impl ModuleVisitor for V {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.0.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.0.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let mut path = self.0.clone();
+                let t = p.val();
+                let mut shape = t.dims().to_vec();
+                let mut values: Vec<f32> = t.clone().try_into_vec_as::<f32>().unwrap();
+                let parent = path[path.len() - 2].clone();
+                let last = path.last_mut().unwrap();
+                if parent.ends_with("bn") {
+                    match last.as_str() {
+                        "gamma" => *last = "weight".into(),
+                        "beta" => *last = "bias".into(),
+                        "running_var" => {
+                            let mut n = path.clone();
+                            *n.last_mut().unwrap() = "num_batches_tracked".into();
+                            self.1.push((n.join("."), vec![], Err(vec![7])));
+                        }
+                        _ => {}
+                    }
+                }
+                if D == 2 {
+                    let (i, o) = (shape[0], shape[1]);
+                    values = (0..o).flat_map(|r| (0..i).map(move |c| (r, c))).map(|(r, c)| values[c * o + r]).collect();
+                    shape = vec![o, i];
+                }
+                self.1.push((path.join("."), shape, Ok(values)));
+            }
+        }
+        let mut v = V(Vec::new(), Vec::new());
+        model.visit(&mut v);
+        let dim = model.embedding_size();
+        v.1.push(("logits.weight".into(), vec![5, dim], Ok(vec![0.5; 5 * dim])));
+        v.1.push(("logits.bias".into(), vec![5], Ok(vec![0.0; 5])));
+        v.1
+    }
+
+    #[test]
+    fn loads_a_pytorch_state_dict() {
+        let ad = Device::flex().autodiff();
+        let model = small(0).init(&ad);
+        let _ = model.forward(Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.3, 1.5), &ad));
+        let model = model.valid();
+        let d = tempfile::tempdir().unwrap();
+        let pt = d.path().join("small.pt");
+        write_torch_state_dict(&pt, &pytorch_state_dict(&model));
+        let plain = Device::flex();
+        let mut fresh = small(0).init(&plain);
+        let result = load_pytorch_weights(&mut fresh, &pt).unwrap();
+        assert!(result.unused.iter().any(|u| u.ends_with("num_batches_tracked")), "{:?}", result.unused);
+        let probe = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &plain);
+        let want: Vec<f32> = model.forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+        let got: Vec<f32> = fresh.valid().forward(probe).prelogits.try_into_vec_as::<f32>().unwrap();
+        assert_eq!(got, want);
+        // the inference loader expects the full 512-d network: a clear error here
+        let e = load_inference_model(&pt, &plain).unwrap_err().to_string();
+        assert!(e.contains("small.pt"), "{e}");
+    }
+
     #[test]
     fn errors_name_the_path() {
         let d = tempfile::tempdir().unwrap();

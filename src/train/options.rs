@@ -122,7 +122,7 @@ pub struct TrainOptions {
     /// Optimiser
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adagrad, ignore_case = true)]
     pub optimizer: OptimizerKind,
-    /// Initial learning rate; a negative value reads it per epoch from --learning_rate_schedule_file
+    /// Initial learning rate; <= 0 (e.g. -1) reads it per epoch from --learning_rate_schedule_file
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub learning_rate: f64,
     /// Epochs between learning rate decays
@@ -238,8 +238,8 @@ impl TrainOptions {
         if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
             bail!("--keep_probability must be in (0, 1], got {}", self.keep_probability);
         }
-        if self.learning_rate == 0.0 || self.learning_rate.is_nan() {
-            bail!("--learning_rate must be positive, or negative to use --learning_rate_schedule_file");
+        if !self.learning_rate.is_finite() {
+            bail!("--learning_rate must be a number (> 0: fixed; <= 0: read from --learning_rate_schedule_file)");
         }
         if self.learning_rate_decay_epochs == 0 {
             bail!("--learning_rate_decay_epochs must be at least 1");
@@ -417,7 +417,7 @@ mod tests {
         for args in [
             vec!["--batch_size", "0"],
             vec!["--keep_probability", "0"],
-            vec!["--learning_rate", "0"],
+            vec!["--learning_rate", "nan"],
             vec!["--lfw_distance_metric", "2"],
             vec!["--validation_set_split_ratio", "1.0"],
             vec!["--filter_filename", "x.h5"],

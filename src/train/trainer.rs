@@ -4,6 +4,10 @@
 //! optimizer step and the centre update; then validation (every `validate_every_n_epochs`),
 //! the LFW protocol (when `--lfw_dir` is given), one `epochs.csv` row and a checkpoint.
 //!
+//! Order per epoch: train, validate, LFW, `epochs.csv` row, checkpoint (the reference saves
+//! before its LFW evaluation; saving last means a checkpoint always has its epoch's
+//! statistics on disk, which is what `--resume` relies on).
+//!
 //! Determinism: with a fixed `--seed` a run is a function of its options and data: weights
 //! are initialised from the seed, the index stream and the augmentation of every sample are
 //! derived from it (see [`crate::data::loader`]), and dropout is reseeded from (seed, epoch)
@@ -311,9 +315,10 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
         let (mut n_steps, mut n_images, mut n_skipped) = (0usize, 0usize, 0usize);
         for batch in loader {
             n_skipped += batch.skipped;
-            bar.inc((batch.len() + batch.skipped) as u64);
             let n = batch.len();
+            let done = (n + batch.skipped) as u64;
             if n == 0 {
+                bar.inc(done);
                 continue;
             }
             lr = policy.decayed(base, global_step);
@@ -359,6 +364,7 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
             };
             steps_log.write(&rec.fields())?;
             bar.set_message(format!("epoch {epoch}/{} loss {:.3} acc {:.3} lr {lr:.3e}", opts.max_nrof_epochs, values.total, values.accuracy));
+            bar.inc(done);
             observer.on_step(&rec);
         }
         bar.finish_and_clear();
