@@ -26,6 +26,24 @@ pub enum BenchWhat {
     Embed(EmbedBench),
     /// Synthetic image rendering + PNG encoding, images/s
     Synth(SynthBench),
+    /// Training steps/s: forward, softmax + center loss + weight decay, backward, RMSProp
+    Train(TrainBench),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBench {
+    #[arg(long, default_value = "inception_resnet_v1")]
+    pub model_def: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 160)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub num_classes: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +74,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Embed(b) => embed(b),
         BenchWhat::Synth(b) => synth(b),
+        BenchWhat::Train(b) => train(b),
     }
 }
 
@@ -134,5 +153,58 @@ fn synth(b: SynthBench) -> Result<()> {
     println!("bench synth: {} images of {}x{} rendered + PNG-encoded in {:.2} s: {:.0} images/s ({} threads, {:.1} KiB/image)",
         b.images, b.image_size, b.image_size, s, b.images as f64 / s, rayon::current_num_threads(), bytes as f64 / b.images as f64 / 1024.0);
     println!("{}", serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s}));
+    Ok(())
+}
+
+/// The training step of `facenet train` (same loss, optimiser and centre update) on random
+/// input, timed.
+fn train(b: TrainBench) -> Result<()> {
+    use crate::train::center_loss::CenterLoss;
+    use crate::train::loss::{loss_terms, LossWeights};
+    use crate::train::optim::Tf1Optimizer;
+    use crate::train::options::OptimizerKind;
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Distribution, Int};
+
+    let device = Device::default();
+    let ad = device.clone().autodiff();
+    let opts = ModelOptions { embedding_size: 128, keep_probability: 0.8, num_classes: b.num_classes };
+    let mut model = model_from_def(&b.model_def, &opts, &ad)?;
+    let mut optimizer = Tf1Optimizer::new(OptimizerKind::Rmsprop);
+    let mut centers = CenterLoss::new(b.num_classes, 128, 0.9, &device);
+    let weights = LossWeights { weight_decay: 5e-5, center_loss_factor: 1e-2, prelogits_norm_loss_factor: 0.0, prelogits_norm_p: 1.0 };
+    let (n, s) = (b.batch_size, b.image_size);
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
+    let mut times = Vec::new();
+    for i in 0..b.warmup + b.steps {
+        let t = Instant::now();
+        let x = Tensor::<4>::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
+        let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &device);
+        let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &ad);
+        let out = model.forward(x);
+        let logits = out.logits.ok_or_else(|| anyhow::anyhow!("no logits"))?;
+        let batch_centers = centers.batch_centers(&labels_plain);
+        let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &weights);
+        let values = terms.values(&weights);
+        let prelogits = out.prelogits.detach().inner();
+        let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+        model = optimizer.step(0.01, model, grads);
+        centers.update(&labels_plain, prelogits, batch_centers);
+        std::hint::black_box(values);
+        if i >= b.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(&times);
+    let ips = n as f64 / med;
+    println!(
+        "bench train: {} at {s}x{s}, batch {n}, {} classes: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
+        b.model_def, b.num_classes, ips, b.steps, med, peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
+            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()})
+    );
     Ok(())
 }
