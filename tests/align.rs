@@ -21,6 +21,7 @@ use facenet::align::pyramid::{resize_area_f64, resize_area_u8};
 use facenet::align::weights::{facenet_home, load_nets, weights_dir, weights_present};
 use facenet::align::{DetectorConfig, Mtcnn};
 use facenet::data::image_io::load_rgb;
+use image::ImageEncoder;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -336,7 +337,6 @@ fn huge_png() -> Vec<u8> {
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     png
 }
-use image::ImageEncoder;
 
 /// Every file under `root` (relative path -> bytes).
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -520,4 +520,32 @@ fn bench_pnet_layers() {
     let t = Instant::now();
     let _ = m.nets.onet.forward(x).prob.into_data();
     println!("onet 52: {:?}", t.elapsed());
+}
+
+/// Raw conv timings of the shapes MTCNN uses most (dev aid: compare burn feature sets).
+#[test]
+#[ignore]
+fn bench_convs() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+    use std::time::Instant;
+    let d = Device::flex();
+    let c1 = Conv2dConfig::new([3, 10], [3, 3]).init(&d);
+    let c3 = Conv2dConfig::new([16, 32], [3, 3]).init(&d);
+    let r1 = Conv2dConfig::new([28, 48], [3, 3]).init(&d);
+    let x = Tensor::<4>::random([1, 3, 532, 768], Distribution::Normal(0.0, 1.0), &d);
+    let y = Tensor::<4>::random([1, 16, 265, 383], Distribution::Normal(0.0, 1.0), &d);
+    let z = Tensor::<4>::random([882, 28, 11, 11], Distribution::Normal(0.0, 1.0), &d);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let _ = c1.forward(x.clone()).into_data();
+        let a = t.elapsed();
+        let t = Instant::now();
+        let _ = c3.forward(y.clone()).into_data();
+        let b = t.elapsed();
+        let t = Instant::now();
+        let _ = r1.forward(z.clone()).into_data();
+        let c = t.elapsed();
+        println!("conv1 {a:?} conv3 {b:?} rnet-conv2 {c:?}");
+    }
 }

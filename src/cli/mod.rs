@@ -5,12 +5,12 @@
 //! user's old command line runs unchanged.
 
 mod bench;
+mod compare;
 mod demo;
 mod embed;
 mod align;
 mod detect;
 mod fetch_weights;
-mod pending;
 mod synth;
 mod train;
 mod validate;
@@ -51,7 +51,7 @@ pub enum Command {
     /// Compute embeddings of images with a trained model
     Embed(embed::EmbedArgs),
     /// Align photos and print their pairwise embedding distances
-    Compare(pending::PendingArgs),
+    Compare(compare::CompareArgs),
     /// Render a dataset of synthetic identities with LFW-style pairs
     Synth(synth::SynthArgs),
     /// Run the whole workflow on built-in data and write a report
@@ -109,7 +109,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         Command::FetchWeights(a) => fetch_weights::run(a),
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),
-        Command::Compare(a) => pending::run("compare", 5, a),
+        Command::Compare(a) => compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
     };
