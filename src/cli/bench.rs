@@ -28,6 +28,17 @@ pub enum BenchWhat {
     Synth(SynthBench),
     /// Training steps/s: forward, softmax + center loss + weight decay, backward, RMSProp
     Train(TrainBench),
+    /// MTCNN alignment of photos (decode, detect, crop, PNG), images/s and per-stage times
+    Align(AlignBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AlignBenchArgs {
+    /// Photos to align (default: the demo's sample photos)
+    pub images: Vec<std::path::PathBuf>,
+    /// Timed passes over the photos (after one warm-up pass)
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +86,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchWhat::Embed(b) => embed(b),
         BenchWhat::Synth(b) => synth(b),
         BenchWhat::Train(b) => train(b),
+        BenchWhat::Align(b) => align(b),
     }
 }
 
@@ -205,6 +217,20 @@ fn train(b: TrainBench) -> Result<()> {
         "{}",
         serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
             "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()})
+    );
+    Ok(())
+}
+
+fn align(b: AlignBenchArgs) -> Result<()> {
+    let images = if b.images.is_empty() { crate::demo::samples::ensure_samples()? } else { b.images };
+    let mtcnn = crate::align::load_detector(crate::align::DetectorConfig::default())?;
+    let r = crate::align::bench_align(&images, &mtcnn, b.repeats)?;
+    print!("bench {r}");
+    println!(
+        "{}",
+        serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
+            "s_per_image": r.per_image(r.total), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
+            "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()})
     );
     Ok(())
 }
