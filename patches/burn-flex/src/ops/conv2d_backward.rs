@@ -1,0 +1,475 @@
+//! 2-D convolution backward passes (NCHW) as im2col / col2im around one large GEMM.
+//!
+//! The generic backward of `burn-backend` computes the weight gradient as a
+//! convolution whose "kernel" is the output gradient (batch and channel axes
+//! swapped). On a CPU that convolution has an output of only `kh x kw` pixels, so
+//! it degenerates into `c_in` matrix-vector products that re-read the whole output
+//! gradient once per input channel, after two full transposed copies. Here both
+//! gradients are single GEMMs per batch chunk:
+//!
+//! * weight: `dW_g[o, (c,i,j)] += G_g[o, (b,p,q)] * cols[(c,i,j), (b,p,q)]^T`
+//! * input:  `cols = W_g^T * G_g`, then `col2im` adds `cols` back into `dX`.
+//!
+//! `G_g` is the output gradient of group `g` packed as `[c_out/groups, b*ho*wo]`
+//! and `cols` the im2col matrix of the input, built `CHUNK_ELEMS` at a time so
+//! memory stays bounded for large batches. Padding may be asymmetric: only the
+//! leading padding enters the index arithmetic and the output size comes from
+//! the output gradient's shape.
+
+use alloc::vec;
+
+use burn_backend::{DType, Element, ops::ConvOptions};
+use burn_std::{Bytes, Shape};
+use num_traits::Float;
+
+use crate::{FlexTensor, Layout};
+
+/// Upper bound on the elements of one im2col chunk (all groups of the chunk's
+/// images): 4 Mi elements, 16 MiB in f32.
+const CHUNK_ELEMS: usize = 1 << 22;
+
+/// Below this many multiply-adds a GEMM runs on the calling thread.
+const PARALLEL_GEMM_FLOPS: usize = 128 * 128 * 128;
+
+/// Shapes, strides and paddings of one 2-D convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    groups: usize,
+    /// Input channels per group.
+    cg: usize,
+    /// Output channels per group.
+    og: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    dh: usize,
+    dw: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &[usize], weight: &[usize], grad: &[usize], options: &ConvOptions<2>) -> Self {
+        let groups = options.groups.max(1);
+        let [ph, pw] = options.padding_begin();
+        Self {
+            batch: x[0],
+            c_in: x[1],
+            h: x[2],
+            w: x[3],
+            c_out: weight[0],
+            groups,
+            cg: weight[1],
+            og: weight[0] / groups,
+            kh: weight[2],
+            kw: weight[3],
+            sh: options.stride[0],
+            sw: options.stride[1],
+            ph,
+            pw,
+            dh: options.dilation[0],
+            dw: options.dilation[1],
+            ho: grad[2],
+            wo: grad[3],
+        }
+    }
+
+    /// Rows of the im2col matrix of one group: `cg * kh * kw`.
+    fn rows(&self) -> usize {
+        self.cg * self.kh * self.kw
+    }
+
+    fn spatial_out(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Images per chunk so that the im2col matrix stays under `CHUNK_ELEMS`.
+    fn chunk_images(&self) -> usize {
+        let per_image = (self.rows() * self.spatial_out()).max(1);
+        (CHUNK_ELEMS / per_image).clamp(1, self.batch.max(1))
+    }
+
+    /// Range of output positions `q` (along one axis) whose input coordinate
+    /// `q * stride + k * dilation - pad` lies inside `0..size`.
+    fn valid_range(
+        out: usize,
+        size: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+    ) -> (usize, usize) {
+        let offset = (k * dilation) as isize - pad as isize;
+        // first q with q * stride + offset >= 0
+        let lo = if offset >= 0 {
+            0
+        } else {
+            ((-offset) as usize).div_ceil(stride)
+        };
+        // last q with q * stride + offset <= size - 1
+        let limit = size as isize - 1 - offset;
+        let hi = if limit < 0 {
+            0
+        } else {
+            (limit as usize / stride + 1).min(out)
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// Runs `f(index, chunk)` over `chunk_len`-sized pieces of `data`, on all
+/// threads when rayon is enabled.
+fn for_each_chunk<T: Send, F>(data: &mut [T], chunk_len: usize, f: F)
+where
+    F: Fn(usize, &mut [T]) + Send + Sync,
+{
+    if chunk_len == 0 {
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        data.chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    #[cfg(feature = "rayon")]
+    {
+        if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM_FLOPS {
+            return gemm::Parallelism::Rayon(0);
+        }
+    }
+    let _ = (m, n, k);
+    gemm::Parallelism::None
+}
+
+/// `dst[m x n] (= or +=) lhs[m x k] * rhs[k x n]`, every operand given by its
+/// row stride `rs` and column stride `cs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided<T: Float + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    lhs: *const T,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const T,
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+}
+
+/// Packs the output gradient of images `b0..b0+nb`, group `g`, as
+/// `[og, nb * ho * wo]` (row stride `nb * ho * wo`).
+fn pack_grad<T: Float + Send + Sync>(
+    grad: &[T],
+    geo: &Geometry,
+    g: usize,
+    b0: usize,
+    nb: usize,
+    out: &mut [T],
+) {
+    let s = geo.spatial_out();
+    let ld = nb * s;
+    for_each_chunk(&mut out[..geo.og * ld], ld, |o, row| {
+        let channel = g * geo.og + o;
+        for bi in 0..nb {
+            let src = ((b0 + bi) * geo.c_out + channel) * s;
+            row[bi * s..(bi + 1) * s].copy_from_slice(&grad[src..src + s]);
+        }
+    });
+}
+
+/// im2col of images `b0..b0+nb`, group `g`: row `(c, i, j)`, column
+/// `(bi, p, q)`, row stride `nb * ho * wo`; out-of-image taps are zero.
+fn im2col<T: Float + Send + Sync>(
+    x: &[T],
+    geo: &Geometry,
+    g: usize,
+    b0: usize,
+    nb: usize,
+    cols: &mut [T],
+) {
+    let s = geo.spatial_out();
+    let ld = nb * s;
+    let plane = geo.h * geo.w;
+    let k_spatial = geo.kh * geo.kw;
+    for_each_chunk(&mut cols[..geo.rows() * ld], ld, |r, row| {
+        let c = r / k_spatial;
+        let i = (r % k_spatial) / geo.kw;
+        let j = r % geo.kw;
+        let (p_lo, p_hi) = Geometry::valid_range(geo.ho, geo.h, i, geo.sh, geo.dh, geo.ph);
+        let (q_lo, q_hi) = Geometry::valid_range(geo.wo, geo.w, j, geo.sw, geo.dw, geo.pw);
+        for bi in 0..nb {
+            let src_plane = ((b0 + bi) * geo.c_in + g * geo.cg + c) * plane;
+            let dst = &mut row[bi * s..(bi + 1) * s];
+            for p in 0..geo.ho {
+                let out_row = &mut dst[p * geo.wo..(p + 1) * geo.wo];
+                if p < p_lo || p >= p_hi || q_lo >= q_hi {
+                    out_row.fill(T::zero());
+                    continue;
+                }
+                let ih = p * geo.sh + i * geo.dh - geo.ph;
+                let base = src_plane + ih * geo.w;
+                out_row[..q_lo].fill(T::zero());
+                out_row[q_hi..].fill(T::zero());
+                let iw0 = q_lo * geo.sw + j * geo.dw - geo.pw;
+                if geo.sw == 1 {
+                    let len = q_hi - q_lo;
+                    out_row[q_lo..q_hi].copy_from_slice(&x[base + iw0..base + iw0 + len]);
+                } else {
+                    for (n, q) in (q_lo..q_hi).enumerate() {
+                        out_row[q] = x[base + iw0 + n * geo.sw];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adds the im2col-shaped `cols` of images `b0..b0+nb`, group `g`, back into
+/// `dx` (`[batch, c_in, h, w]`).
+fn col2im<T: Float + Send + Sync>(
+    cols: &[T],
+    geo: &Geometry,
+    g: usize,
+    b0: usize,
+    nb: usize,
+    dx: &mut [T],
+) {
+    let s = geo.spatial_out();
+    let ld = nb * s;
+    let plane = geo.h * geo.w;
+    let region = &mut dx[b0 * geo.c_in * plane..(b0 + nb) * geo.c_in * plane];
+    for_each_chunk(region, plane, |idx, out| {
+        let bi = idx / geo.c_in;
+        let channel = idx % geo.c_in;
+        if channel / geo.cg != g {
+            return;
+        }
+        let c = channel % geo.cg;
+        for i in 0..geo.kh {
+            let (p_lo, p_hi) = Geometry::valid_range(geo.ho, geo.h, i, geo.sh, geo.dh, geo.ph);
+            for j in 0..geo.kw {
+                let (q_lo, q_hi) =
+                    Geometry::valid_range(geo.wo, geo.w, j, geo.sw, geo.dw, geo.pw);
+                if q_lo >= q_hi {
+                    continue;
+                }
+                let r = (c * geo.kh + i) * geo.kw + j;
+                let src = &cols[r * ld + bi * s..r * ld + (bi + 1) * s];
+                for p in p_lo..p_hi {
+                    let ih = p * geo.sh + i * geo.dh - geo.ph;
+                    let iw0 = q_lo * geo.sw + j * geo.dw - geo.pw;
+                    let dst_row = &mut out[ih * geo.w..(ih + 1) * geo.w];
+                    let src_row = &src[p * geo.wo + q_lo..p * geo.wo + q_hi];
+                    if geo.sw == 1 {
+                        for (d, v) in dst_row[iw0..iw0 + src_row.len()].iter_mut().zip(src_row) {
+                            *d = *d + *v;
+                        }
+                    } else {
+                        for (n, v) in src_row.iter().enumerate() {
+                            let d = &mut dst_row[iw0 + n * geo.sw];
+                            *d = *d + *v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Gradient of a 2-D convolution with respect to its weight, `[c_out, c_in/groups, kh, kw]`.
+pub(crate) fn conv2d_weight_backward_typed<T>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    output_grad: FlexTensor,
+    options: &ConvOptions<2>,
+) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
+{
+    let x = x.to_contiguous();
+    let grad = output_grad.to_contiguous();
+    let w_shape = weight.layout().shape().clone();
+    let geo = Geometry::new(x.layout().shape(), &w_shape, grad.layout().shape(), options);
+    let x_data: &[T] = x.storage();
+    let g_data: &[T] = grad.storage();
+
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let mut dw = vec![T::zero(); geo.c_out * rows];
+    let chunk = geo.chunk_images();
+    let mut cols = vec![T::zero(); rows * chunk * s];
+    let mut packed = vec![T::zero(); geo.og * chunk * s];
+
+    let mut first = true;
+    let mut b0 = 0;
+    while b0 < geo.batch {
+        let nb = chunk.min(geo.batch - b0);
+        let k = nb * s;
+        for g in 0..geo.groups {
+            im2col(x_data, &geo, g, b0, nb, &mut cols);
+            pack_grad(g_data, &geo, g, b0, nb, &mut packed);
+            // dW_g[og x rows] (+)= packed[og x k] * cols^T[k x rows]
+            unsafe {
+                gemm_strided(
+                    geo.og,
+                    rows,
+                    k,
+                    dw.as_mut_ptr().add(g * geo.og * rows),
+                    rows,
+                    1,
+                    !first,
+                    packed.as_ptr(),
+                    k,
+                    1,
+                    cols.as_ptr(),
+                    1,
+                    k,
+                );
+            }
+        }
+        first = false;
+        b0 += nb;
+    }
+
+    FlexTensor::new(
+        Bytes::from_elems(dw),
+        Layout::contiguous(w_shape),
+        T::dtype(),
+    )
+}
+
+/// Gradient of a 2-D convolution with respect to its input, `[batch, c_in, h, w]`.
+pub(crate) fn conv2d_x_backward_typed<T>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    output_grad: FlexTensor,
+    options: &ConvOptions<2>,
+) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
+{
+    let x_shape = x.layout().shape().clone();
+    let weight = weight.to_contiguous();
+    let grad = output_grad.to_contiguous();
+    let geo = Geometry::new(&x_shape, weight.layout().shape(), grad.layout().shape(), options);
+    let w_data: &[T] = weight.storage();
+    let g_data: &[T] = grad.storage();
+
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let mut dx = vec![T::zero(); geo.batch * geo.c_in * geo.h * geo.w];
+    let chunk = geo.chunk_images();
+    let mut cols = vec![T::zero(); rows * chunk * s];
+    let mut packed = vec![T::zero(); geo.og * chunk * s];
+
+    let mut b0 = 0;
+    while b0 < geo.batch {
+        let nb = chunk.min(geo.batch - b0);
+        let n = nb * s;
+        for g in 0..geo.groups {
+            pack_grad(g_data, &geo, g, b0, nb, &mut packed);
+            // cols[rows x n] = W_g^T[rows x og] * packed[og x n]
+            unsafe {
+                gemm_strided(
+                    rows,
+                    n,
+                    geo.og,
+                    cols.as_mut_ptr(),
+                    n,
+                    1,
+                    false,
+                    w_data.as_ptr().add(g * geo.og * rows),
+                    1,
+                    rows,
+                    packed.as_ptr(),
+                    n,
+                    1,
+                );
+            }
+            col2im(&cols, &geo, g, b0, nb, &mut dx);
+        }
+        b0 += nb;
+    }
+
+    FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype())
+}
+
+/// Gradient of a convolution's bias: the output gradient summed over batch and space.
+pub(crate) fn conv_bias_backward_typed<T>(output_grad: FlexTensor, bias_shape: Shape) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
+{
+    let grad = output_grad.to_contiguous();
+    let shape = grad.layout().shape();
+    let batch = shape[0];
+    let channels = shape[1];
+    let spatial: usize = shape.iter().skip(2).product();
+    let g_data: &[T] = grad.storage();
+    let mut db = vec![T::zero(); channels];
+    for_each_chunk(&mut db, 1, |c, out| {
+        let mut acc = T::zero();
+        for b in 0..batch {
+            let start = (b * channels + c) * spatial;
+            acc = g_data[start..start + spatial]
+                .iter()
+                .fold(acc, |a, v| a + *v);
+        }
+        out[0] = acc;
+    });
+    FlexTensor::new(Bytes::from_elems(db), Layout::contiguous(bias_shape), T::dtype())
+}
+
+/// Whether `dtype` has a native path here (half types go through f32).
+pub(crate) fn is_native(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F64)
+}
