@@ -97,7 +97,8 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 pub mod conv;
-pub(crate) mod conv2d_backward;
+pub(crate) mod conv2d_im2col;
+pub(crate) mod batch_norm;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;

@@ -2,12 +2,12 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv2d_backward, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{batch_norm, conv, conv2d_im2col, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
         DeformConvOptions, FloatTensorOps, IntTensorOps, InterpolateMode, InterpolateOptions,
         MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, conv::pad_asymmetric_conv_input,
     },
@@ -61,6 +61,15 @@ fn via_f32<const N: usize>(
     }
 }
 
+/// Casts an f32 result to the half-precision `dtype` of the operation.
+fn f32_as(tensor: FlexTensor, dtype: DType) -> FlexTensor {
+    match dtype {
+        DType::F16 => cast_from_f32(tensor, burn_std::f16::from_f32),
+        DType::BF16 => cast_from_f32(tensor, burn_std::bf16::from_f32),
+        dtype => panic!("unsupported float dtype {:?}", dtype),
+    }
+}
+
 impl ModuleOps<Flex> for Flex {
     fn conv1d(
         x: FloatTensor<Flex>,
@@ -84,6 +93,17 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
+        if conv2d_im2col::prefers_forward(weight.layout().shape(), &options) {
+            match x.dtype() {
+                DType::F32 => {
+                    return conv2d_im2col::conv2d_forward_typed::<f32>(x, weight, bias, &options);
+                }
+                DType::F64 => {
+                    return conv2d_im2col::conv2d_forward_typed::<f64>(x, weight, bias, &options);
+                }
+                _ => {}
+            }
+        }
         let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
         match x.dtype() {
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
@@ -94,13 +114,99 @@ impl ModuleOps<Flex> for Flex {
         }
     }
 
+    fn batch_norm(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> FloatTensor<Flex> {
+        use batch_norm::batch_norm_typed;
+        match x.dtype() {
+            DType::F32 => batch_norm_typed::<f32>(x, gamma, beta, mean, variance, epsilon),
+            DType::F64 => batch_norm_typed::<f64>(x, gamma, beta, mean, variance, epsilon),
+            dtype => via_f32(
+                dtype,
+                |[x, gamma, beta, mean, variance]| {
+                    batch_norm_typed::<f32>(x, gamma, beta, mean, variance, epsilon)
+                },
+                [x, gamma, beta, mean, variance],
+            ),
+        }
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> BatchNormTrain<Flex> {
+        use batch_norm::batch_norm_train_typed;
+        let (output, mean, variance) = match x.dtype() {
+            DType::F32 => batch_norm_train_typed::<f32>(x, gamma, beta, epsilon),
+            DType::F64 => batch_norm_train_typed::<f64>(x, gamma, beta, epsilon),
+            dtype => {
+                let mut stats = None;
+                let output = via_f32(
+                    dtype,
+                    |[x, gamma, beta]| {
+                        let (o, m, v) = batch_norm_train_typed::<f32>(x, gamma, beta, epsilon);
+                        stats = Some((m, v));
+                        o
+                    },
+                    [x, gamma, beta],
+                );
+                let (m, v) = stats.expect("statistics computed");
+                (output, f32_as(m, dtype), f32_as(v, dtype))
+            }
+        };
+        BatchNormTrain::new(output, mean, variance)
+    }
+
+    fn batch_norm_train_backward(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+        output_grad: FloatTensor<Flex>,
+    ) -> BatchNormTrainBackward<Flex> {
+        use batch_norm::batch_norm_train_backward_typed;
+        let (x_grad, gamma_grad, beta_grad) = match x.dtype() {
+            DType::F32 => batch_norm_train_backward_typed::<f32>(
+                x, gamma, mean, variance, epsilon, output_grad,
+            ),
+            DType::F64 => batch_norm_train_backward_typed::<f64>(
+                x, gamma, mean, variance, epsilon, output_grad,
+            ),
+            dtype => {
+                let mut params = None;
+                let x_grad = via_f32(
+                    dtype,
+                    |[x, gamma, mean, variance, grad]| {
+                        let (xg, gg, bg) = batch_norm_train_backward_typed::<f32>(
+                            x, gamma, mean, variance, epsilon, grad,
+                        );
+                        params = Some((gg, bg));
+                        xg
+                    },
+                    [x, gamma, mean, variance, output_grad],
+                );
+                let (gg, bg) = params.expect("gradients computed");
+                (x_grad, f32_as(gg, dtype), f32_as(bg, dtype))
+            }
+        };
+        BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
+    }
+
     fn conv2d_x_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        use conv2d_backward::{conv2d_x_backward_typed, is_native};
+        use conv2d_im2col::{conv2d_x_backward_typed, is_native};
         match output_grad.dtype() {
             DType::F32 => conv2d_x_backward_typed::<f32>(x, weight, output_grad, &options),
             DType::F64 => conv2d_x_backward_typed::<f64>(x, weight, output_grad, &options),
@@ -117,7 +223,7 @@ impl ModuleOps<Flex> for Flex {
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        use conv2d_backward::{conv2d_weight_backward_typed, is_native};
+        use conv2d_im2col::{conv2d_weight_backward_typed, is_native};
         match output_grad.dtype() {
             DType::F32 => conv2d_weight_backward_typed::<f32>(x, weight, output_grad, &options),
             DType::F64 => conv2d_weight_backward_typed::<f64>(x, weight, output_grad, &options),
@@ -133,7 +239,7 @@ impl ModuleOps<Flex> for Flex {
         bias: FloatTensor<Flex>,
         output_grad: FloatTensor<Flex>,
     ) -> FloatTensor<Flex> {
-        use conv2d_backward::{conv_bias_backward_typed, is_native};
+        use conv2d_im2col::{conv_bias_backward_typed, is_native};
         let bias_shape = bias.layout().shape().clone();
         match output_grad.dtype() {
             DType::F32 => conv_bias_backward_typed::<f32>(output_grad, bias_shape),

@@ -1,4 +1,4 @@
-//! The 2-D convolution gradients of the CPU backend (our patched burn-flex, see
+//! CPU kernels of our patched burn-flex: the 2-D convolution and its gradients on the CPU backend (our patched burn-flex, see
 //! patches/README.md) against a direct evaluation of the definition in f64, for the
 //! shapes the networks use (1x1, 3x3, 1x7/7x1, stride 2, TF-SAME asymmetric padding) and
 //! for dilation, groups and batches larger than one im2col chunk.
@@ -42,21 +42,24 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// d(sum(conv(x, w, b) * r))/dx, /dw, /db by the definition, in f64.
-fn reference(case: &Case, x: &[f32], w: &[f32], r: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+/// conv(x, w, b) and d(sum(conv(x, w, b) * r))/dx, /dw, /db by the definition, in f64.
+fn reference(case: &Case, x: &[f32], w: &[f32], bias: &[f32], r: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let [ho, wo] = case.out();
     let cg = case.c_in / case.groups;
     let og = case.c_out / case.groups;
     let mut dx = vec![0.0; x.len()];
     let mut dw = vec![0.0; w.len()];
     let mut db = vec![0.0; case.c_out];
+    let mut y = vec![0.0; r.len()];
     for b in 0..case.batch {
         for o in 0..case.c_out {
             let g = o / og;
             for p in 0..ho {
                 for q in 0..wo {
-                    let go = r[((b * case.c_out + o) * ho + p) * wo + q] as f64;
+                    let yi = ((b * case.c_out + o) * ho + p) * wo + q;
+                    let go = r[yi] as f64;
                     db[o] += go;
+                    y[yi] += bias[o] as f64;
                     for c in 0..cg {
                         for i in 0..case.k[0] {
                             for j in 0..case.k[1] {
@@ -69,6 +72,7 @@ fn reference(case: &Case, x: &[f32], w: &[f32], r: &[f32]) -> (Vec<f64>, Vec<f64
                                 let wi = ((o * cg + c) * case.k[0] + i) * case.k[1] + j;
                                 dx[xi] += w[wi] as f64 * go;
                                 dw[wi] += x[xi] as f64 * go;
+                                y[yi] += x[xi] as f64 * w[wi] as f64;
                             }
                         }
                     }
@@ -76,7 +80,7 @@ fn reference(case: &Case, x: &[f32], w: &[f32], r: &[f32]) -> (Vec<f64>, Vec<f64
             }
         }
     }
-    (dx, dw, db)
+    (y, dx, dw, db)
 }
 
 fn assert_close(name: &str, case: &Case, got: &[f32], want: &[f64]) {
@@ -101,14 +105,16 @@ fn check(case: Case) {
 
     let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [case.batch, case.c_in, case.h, case.w]), &device).require_grad();
     let w = Tensor::<4>::from_data(TensorData::new(wv.clone(), [case.c_out, cg, case.k[0], case.k[1]]), &device).require_grad();
-    let b = Tensor::<1>::from_data(TensorData::new(bv, [case.c_out]), &device).require_grad();
+    let b = Tensor::<1>::from_data(TensorData::new(bv.clone(), [case.c_out]), &device).require_grad();
     let r = Tensor::<4>::from_data(TensorData::new(rv.clone(), [case.batch, case.c_out, ho, wo]), &device);
     let options = ConvOptions::new_with_padding(case.stride, case.pad, case.dilation, case.groups);
     let y = conv2d(x.clone(), w.clone(), Some(b.clone()), options);
     assert_eq!(y.dims(), [case.batch, case.c_out, ho, wo], "{case:?}");
+    let (y_ref, dx, dw, db) = reference(&case, &xv, &wv, &bv, &rv);
+    let y_got = y.clone().to_data().try_into_vec_as::<f32>().unwrap();
+    assert_close("y", &case, &y_got, &y_ref);
     let grads = (y * r).sum().backward();
     let got = |t: &Tensor<4>| t.grad(&grads).unwrap().to_data().try_into_vec_as::<f32>().unwrap();
-    let (dx, dw, db) = reference(&case, &xv, &wv, &rv);
     assert_close("dx", &case, &got(&x), &dx);
     assert_close("dw", &case, &got(&w), &dw);
     let gb = b.grad(&grads).unwrap().to_data().try_into_vec_as::<f32>().unwrap();
@@ -160,4 +166,73 @@ fn batch_larger_than_one_im2col_chunk() {
     // 24 * 9 * 48 * 48 rows x columns per image: a chunk (4 Mi elements) holds 8 images.
     let c = Case { batch: 20, c_in: 24, h: 48, w: 48, c_out: 8, k: [3, 3], stride: [1, 1], pad: [(1, 1), (1, 1)], dilation: [1, 1], groups: 1 };
     check(c);
+}
+
+/// Batch normalisation with batch statistics (training) and with given statistics
+/// (inference), and the training gradients, against the definition in f64. The input
+/// has a large offset so that a formula that cancels catastrophically would show.
+#[test]
+fn batch_norm_train_inference_and_gradients() {
+    use burn::tensor::module::{batch_norm, batch_norm_train};
+    let (n, c, h, w) = (3usize, 4usize, 5usize, 6usize);
+    let eps = 1e-3;
+    let xv: Vec<f32> = values(n * c * h * w, 5).iter().enumerate().map(|(i, v)| v * (1.0 + (i % 3) as f32) + 20.0).collect();
+    let gv = values(c, 6).iter().map(|v| v + 1.5).collect::<Vec<_>>();
+    let bv = values(c, 7);
+    let rv = values(n * c * h * w, 8);
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device).require_grad();
+    let gamma = Tensor::<1>::from_data(TensorData::new(gv.clone(), [c]), &device).require_grad();
+    let beta = Tensor::<1>::from_data(TensorData::new(bv.clone(), [c]), &device).require_grad();
+    let r = Tensor::<4>::from_data(TensorData::new(rv.clone(), [n, c, h, w]), &device);
+    let out = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), eps);
+    let grads = (out.output.clone() * r).sum().backward();
+
+    // reference
+    let s = h * w;
+    let m = (n * s) as f64;
+    let idx = |b: usize, ch: usize, i: usize| (b * c + ch) * s + i;
+    let mut want_y = vec![0.0; xv.len()];
+    let mut want_dx = vec![0.0; xv.len()];
+    let (mut want_mean, mut want_var, mut want_dg, mut want_db) = (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+    for ch in 0..c {
+        let all = || (0..n).flat_map(move |b| (0..s).map(move |i| idx(b, ch, i)));
+        let mean = all().map(|k| xv[k] as f64).sum::<f64>() / m;
+        let var = all().map(|k| (xv[k] as f64 - mean).powi(2)).sum::<f64>() / m;
+        let inv = 1.0 / (var + eps).sqrt();
+        let (g, b) = (gv[ch] as f64, bv[ch] as f64);
+        let sum_r = all().map(|k| rv[k] as f64).sum::<f64>();
+        let sum_rx = all().map(|k| rv[k] as f64 * (xv[k] as f64 - mean) * inv).sum::<f64>();
+        for k in all() {
+            let xh = (xv[k] as f64 - mean) * inv;
+            want_y[k] = xh * g + b;
+            want_dx[k] = g * inv * (rv[k] as f64 - sum_r / m - xh * sum_rx / m);
+        }
+        want_mean[ch] = mean;
+        want_var[ch] = var;
+        want_dg[ch] = sum_rx;
+        want_db[ch] = sum_r;
+    }
+    let case = case(c, c, [1, 1], [1, 1], [(0, 0), (0, 0)]);
+    let v1 = |t: Tensor<1>| t.to_data().try_into_vec_as::<f32>().unwrap();
+    let v4 = |t: Tensor<4>| t.to_data().try_into_vec_as::<f32>().unwrap();
+    assert_close("bn y", &case, &v4(out.output), &want_y);
+    assert_close("bn mean", &case, &v1(out.mean.clone()), &want_mean);
+    assert_close("bn var", &case, &v1(out.variance.clone()), &want_var);
+    assert_close("bn dx", &case, &v4(x.grad(&grads).unwrap()), &want_dx);
+    assert_close("bn dgamma", &case, &v1(gamma.grad(&grads).unwrap()), &want_dg);
+    assert_close("bn dbeta", &case, &v1(beta.grad(&grads).unwrap()), &want_db);
+
+    // inference with the batch's statistics gives the same output
+    let plain = Device::flex();
+    let t1 = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [c]), &plain);
+    let y = batch_norm(
+        Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &plain),
+        t1(&gv),
+        t1(&bv),
+        t1(&want_mean.iter().map(|v| *v as f32).collect::<Vec<_>>()),
+        t1(&want_var.iter().map(|v| *v as f32).collect::<Vec<_>>()),
+        eps,
+    );
+    assert_close("bn inference y", &case, &v4(y), &want_y);
 }

@@ -1,4 +1,8 @@
-//! 2-D convolution backward passes (NCHW) as im2col / col2im around one large GEMM.
+//! 2-D convolution (NCHW) and its backward passes as im2col / col2im around large GEMMs.
+//!
+//! Forward: `y_b = W_g * im2col(x_b)`, the im2col matrix built straight from the NCHW
+//! input (no NHWC copy), for a chunk of images at a time, rows filled in parallel,
+//! and each image's GEMM writing directly into the output.
 //!
 //! The generic backward of `burn-backend` computes the weight gradient as a
 //! convolution whose "kernel" is the output gradient (batch and channel axes
@@ -17,6 +21,7 @@
 //! the output gradient's shape.
 
 use alloc::vec;
+use alloc::vec::Vec;
 
 use burn_backend::{DType, Element, ops::ConvOptions};
 use burn_std::{Bytes, Shape};
@@ -206,6 +211,16 @@ unsafe fn gemm_strided<T: Float + 'static>(
     }
 }
 
+/// A buffer of `len` elements whose every element the caller overwrites before
+/// reading it (im2col / pack / GEMM outputs with `accumulate == false`).
+fn scratch<T: Float>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `T` is a plain float type (every bit pattern is a value) and callers
+    // write every element before reading it.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Packs the output gradient of images `b0..b0+nb`, group `g`, as
 /// `[og, nb * ho * wo]` (row stride `nb * ho * wo`).
 fn pack_grad<T: Float + Send + Sync>(
@@ -326,6 +341,91 @@ fn col2im<T: Float + Send + Sync>(
     });
 }
 
+/// Whether the im2col path is the better one for this forward convolution: flex's
+/// own 1x1 (no im2col at all) and depthwise kernels stay in charge of theirs.
+pub(crate) fn prefers_forward(w_shape: &[usize], options: &ConvOptions<2>) -> bool {
+    let pointwise = w_shape[2] == 1
+        && w_shape[3] == 1
+        && options.stride == [1, 1]
+        && options.padding.iter().all(|&(b, e)| b == 0 && e == 0);
+    options.groups == 1 && !pointwise
+}
+
+/// 2-D convolution, `[batch, c_out, ho, wo]`; padding may be asymmetric.
+pub(crate) fn conv2d_forward_typed<T>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
+{
+    let x = x.to_contiguous();
+    let weight = weight.to_contiguous();
+    let x_shape = x.layout().shape().clone();
+    let w_shape = weight.layout().shape().clone();
+    let out_size = |axis: usize| {
+        let (begin, end) = options.padding[axis];
+        let span = options.dilation[axis] * (w_shape[2 + axis] - 1) + 1;
+        (x_shape[2 + axis] + begin + end).saturating_sub(span) / options.stride[axis] + 1
+    };
+    let grad_shape = [x_shape[0], w_shape[0], out_size(0), out_size(1)];
+    let geo = Geometry::new(&x_shape, &w_shape, &grad_shape, options);
+    let x_data: &[T] = x.storage();
+    let w_data: &[T] = weight.storage();
+
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let mut out = scratch::<T>(geo.batch * geo.c_out * s);
+    let chunk = geo.chunk_images();
+    let mut cols = scratch::<T>(rows * chunk * s);
+
+    let mut b0 = 0;
+    while b0 < geo.batch {
+        let nb = chunk.min(geo.batch - b0);
+        let ld = nb * s;
+        for g in 0..geo.groups {
+            im2col(x_data, &geo, g, b0, nb, &mut cols);
+            for bi in 0..nb {
+                // out[b, g*og.., :][og x s] = W_g[og x rows] * cols[:, bi*s..][rows x s]
+                unsafe {
+                    gemm_strided(
+                        geo.og,
+                        s,
+                        rows,
+                        out.as_mut_ptr().add(((b0 + bi) * geo.c_out + g * geo.og) * s),
+                        s,
+                        1,
+                        false,
+                        w_data.as_ptr().add(g * geo.og * rows),
+                        rows,
+                        1,
+                        cols.as_ptr().add(bi * s),
+                        ld,
+                        1,
+                    );
+                }
+            }
+        }
+        b0 += nb;
+    }
+
+    if let Some(bias) = bias {
+        let bias = bias.to_contiguous();
+        let b: &[T] = bias.storage();
+        for_each_chunk(&mut out, s, |plane, o| {
+            let v = b[plane % geo.c_out];
+            o.iter_mut().for_each(|e| *e = *e + v);
+        });
+    }
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::from(grad_shape.to_vec())),
+        T::dtype(),
+    )
+}
+
 /// Gradient of a 2-D convolution with respect to its weight, `[c_out, c_in/groups, kh, kw]`.
 pub(crate) fn conv2d_weight_backward_typed<T>(
     x: FlexTensor,
@@ -347,8 +447,8 @@ where
     let s = geo.spatial_out();
     let mut dw = vec![T::zero(); geo.c_out * rows];
     let chunk = geo.chunk_images();
-    let mut cols = vec![T::zero(); rows * chunk * s];
-    let mut packed = vec![T::zero(); geo.og * chunk * s];
+    let mut cols = scratch::<T>(rows * chunk * s);
+    let mut packed = scratch::<T>(geo.og * chunk * s);
 
     let mut first = true;
     let mut b0 = 0;
@@ -409,8 +509,8 @@ where
     let s = geo.spatial_out();
     let mut dx = vec![T::zero(); geo.batch * geo.c_in * geo.h * geo.w];
     let chunk = geo.chunk_images();
-    let mut cols = vec![T::zero(); rows * chunk * s];
-    let mut packed = vec![T::zero(); geo.og * chunk * s];
+    let mut cols = scratch::<T>(rows * chunk * s);
+    let mut packed = scratch::<T>(geo.og * chunk * s);
 
     let mut b0 = 0;
     while b0 < geo.batch {
