@@ -549,3 +549,59 @@ fn bench_convs() {
         println!("conv1 {a:?} conv3 {b:?} rnet-conv2 {c:?}");
     }
 }
+
+/// `facenet embed --align` and `facenet compare` on raw photos with a (barely) trained small
+/// model: the group photo and the portrait have faces, a blank image has none and is skipped
+/// with a message; rows are L2-normalised embeddings in the listed order; compare prints the
+/// symmetric distance matrix with a zero diagonal.
+#[test]
+fn embed_align_and_compare_on_photos() {
+    let (Some(_), Some(photos)) = (weights(), photos()) else {
+        eprintln!("SKIPPED: MTCNN weights or sample photos unavailable");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let syn = tmp.path().join("syn");
+    run_ok(facenet().arg("synth").arg(&syn).args([
+        "--identities", "4", "--images_per_identity", "3", "--image_size", "64", "--pairs_identities", "4", "--pairs_images_per_identity", "3",
+        "--pairs_folds", "2", "--pairs_per_fold", "3", "--no_baseline",
+    ]));
+    run_ok(facenet().arg("train").args(["--data_dir"]).arg(syn.join("train")).args(["--logs_base_dir"]).arg(tmp.path().join("logs")).args([
+        "--models_base_dir",
+    ])
+    .arg(tmp.path().join("models"))
+    .args(["--model_def", "inception_resnet_v1_small", "--image_size", "64", "--max_nrof_epochs", "1", "--epoch_size", "1", "--batch_size", "4"]));
+    let run = fs::read_dir(tmp.path().join("models")).unwrap().next().unwrap().unwrap().path();
+
+    let blank = tmp.path().join("blank.png");
+    image::RgbImage::from_pixel(120, 90, image::Rgb([200, 200, 200])).save(&blank).unwrap();
+    let npy = tmp.path().join("emb.npy");
+    let (stdout, stderr) = run_ok(
+        facenet().arg("embed").arg("--align").arg("--model").arg(&run).arg(photos.join("t1.jpg")).arg(&blank).arg(photos.join("Tom_Hanks_54745.png")).arg("-o").arg(&npy),
+    );
+    assert!(stdout.contains("2 images"), "{stdout}");
+    assert!(stderr.contains("no face found, skipped") && stderr.contains("blank.png"), "{stderr}");
+    let listed = fs::read_to_string(npy.with_extension("txt")).unwrap();
+    let names: Vec<&str> = listed.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
+    assert_eq!(names, ["t1.jpg", "Tom_Hanks_54745.png"]);
+    let bytes = fs::read(&npy).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.shape(), &[2, 128]);
+    let rows: Vec<f32> = npy.into_vec().unwrap();
+    for r in rows.chunks(128) {
+        let norm: f32 = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "embedding norm {norm}");
+    }
+
+    let (stdout, _) = run_ok(facenet().arg("compare").arg("--model").arg(&run).arg(photos.join("t1.jpg")).arg(photos.join("Tom_Hanks_54745.png")));
+    let matrix: Vec<Vec<f64>> = stdout
+        .lines()
+        .filter_map(|l| {
+            let nums: Vec<f64> = l.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+            (l.contains('.') && nums.len() == 3).then(|| nums[1..].to_vec())
+        })
+        .collect();
+    assert_eq!(matrix.len(), 2, "{stdout}");
+    assert!(matrix[0][0].abs() < 1e-4 && matrix[1][1].abs() < 1e-4, "{stdout}");
+    assert!((matrix[0][1] - matrix[1][0]).abs() < 1e-4 && matrix[0][1] > 0.0, "{stdout}");
+}

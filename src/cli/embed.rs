@@ -8,6 +8,8 @@ use burn::prelude::Device;
 use clap::Args;
 use image::RgbImage;
 
+use crate::align::crop::{choose_face, crop_and_resize, margin_box};
+use crate::align::{load_detector, DetectorConfig, Mtcnn};
 use crate::data::has_image_extension;
 use crate::data::image_io::load_rgb;
 use crate::data::npy::write_matrix_f32;
@@ -39,6 +41,24 @@ pub struct EmbedArgs {
     /// Concatenate each embedding with that of the horizontally flipped image
     #[arg(long)]
     pub use_flipped_images: bool,
+    /// Raw photos: detect faces with MTCNN first and embed the main face of each photo
+    /// (the face `facenet align` would keep: largest, nearest the centre), cropped with
+    /// --margin and resized to the model's image size, as the reference's compare.py does
+    #[arg(long)]
+    pub align: bool,
+    /// With --align: pixels added around the detected box (split over both sides)
+    #[arg(long, default_value_t = 44.0)]
+    pub margin: f64,
+}
+
+/// The main face of a raw photo (largest, nearest the centre), widened by `margin / 2` per
+/// side, clamped to the image and resized to `size`; `None` when MTCNN finds no face.
+pub fn align_main_face(img: &RgbImage, mtcnn: &Mtcnn, size: u32, margin: f64) -> Option<RgbImage> {
+    let faces = mtcnn.detect(img);
+    let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+    let index = choose_face(&boxes, img.width(), img.height())?;
+    let bb = margin_box(boxes[index], margin, img.width(), img.height())?;
+    Some(crop_and_resize(img, bb, size))
 }
 
 /// Image files named by `inputs` (folders walked recursively, sorted).
@@ -84,16 +104,28 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         standardization: if a.use_fixed_image_standardization { Standardization::Fixed } else { meta.standardization },
         use_flipped_images: a.use_flipped_images,
     };
+    let mtcnn = if a.align { Some(load_detector(DetectorConfig::default())?) } else { None };
     let pb = progress::bar(paths.len() as u64, "img");
-    pb.set_message("embedding");
+    pb.set_message(if a.align { "aligning + embedding" } else { "embedding" });
     let mut rows: Vec<f32> = Vec::new();
     let mut kept: Vec<PathBuf> = Vec::new();
-    let mut skipped = 0usize;
+    let (mut skipped, mut no_face) = (0usize, 0usize);
     for chunk in paths.chunks(eo.batch_size) {
         let mut images: Vec<RgbImage> = Vec::with_capacity(chunk.len());
         for p in chunk {
             match load_rgb(p) {
                 Ok(img) => {
+                    let img = match &mtcnn {
+                        None => img,
+                        Some(m) => match align_main_face(&img, m, eo.image_size, a.margin) {
+                            Some(face) => face,
+                            None => {
+                                pb.suspend(|| eprintln!("no face found, skipped: {}", p.display()));
+                                no_face += 1;
+                                continue;
+                            }
+                        },
+                    };
                     images.push(img);
                     kept.push(p.clone());
                 }
@@ -103,12 +135,16 @@ pub fn run(a: EmbedArgs) -> Result<()> {
                 }
             }
         }
+        if images.is_empty() {
+            pb.inc(chunk.len() as u64);
+            continue;
+        }
         rows.extend(embed_images(&model, &images, &eo, &device));
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     if kept.is_empty() {
-        bail!("none of the {} images could be read", paths.len());
+        bail!("none of the {} images could be read{}", paths.len(), if a.align { " or had a face" } else { "" });
     }
     let dim = rows.len() / kept.len();
     write_matrix_f32(&a.output, &rows, kept.len(), dim).with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -124,5 +160,8 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         list.display(),
         if skipped > 0 { format!(", {skipped} unreadable skipped") } else { String::new() }
     );
+    if no_face > 0 {
+        println!("facenet embed: {no_face} photos without a detectable face skipped (listed above)");
+    }
     Ok(())
 }
