@@ -236,3 +236,48 @@ fn batch_norm_train_inference_and_gradients() {
     );
     assert_close("bn inference y", &case, &v4(y), &want_y);
 }
+
+/// Max pooling (inference path) against the definition: MTCNN's 2x2/2 and 3x3/2 in ceil
+/// mode on odd sizes, Inception's 3x3/2 valid, a padded and a dilated window, and NaN
+/// propagation.
+#[test]
+fn max_pool2d_matches_definition() {
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    let (n, c, h, w) = (2usize, 3usize, 11usize, 8usize);
+    let mut xv = values(n * c * h * w, 9);
+    xv[5] = f32::NAN;
+    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &Device::flex());
+    for (k, s, p, d, ceil) in [(2, 2, 0, 1, true), (3, 2, 0, 1, true), (3, 2, 0, 1, false), (3, 1, 1, 1, false), (2, 1, 0, 2, false)] {
+        let options = MaxPoolOptions::new([k, k]).with_stride([s, s]).with_padding([p, p]).with_dilation([d, d]).with_ceil_mode(ceil);
+        let y = max_pool2d(x.clone(), options);
+        let [_, _, oh, ow] = y.dims();
+        let size = |i: usize| {
+            let num = i + 2 * p - d * (k - 1) - 1;
+            let o = if ceil { num.div_ceil(s) + 1 } else { num / s + 1 };
+            if ceil && (o - 1) * s >= i + p { o - 1 } else { o }
+        };
+        assert_eq!((oh, ow), (size(h), size(w)), "k{k} s{s} p{p} d{d} ceil {ceil}");
+        let got = y.to_data().try_into_vec_as::<f32>().unwrap();
+        for b in 0..n * c {
+            for r in 0..oh {
+                for q in 0..ow {
+                    let mut want = f32::NEG_INFINITY;
+                    for i in 0..k {
+                        for j in 0..k {
+                            let (ih, iw) = ((r * s + i * d) as isize - p as isize, (q * s + j * d) as isize - p as isize);
+                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
+                                let v = xv[b * h * w + ih as usize * w + iw as usize];
+                                if v > want || v.is_nan() {
+                                    want = v;
+                                }
+                            }
+                        }
+                    }
+                    let g = got[(b * oh + r) * ow + q];
+                    assert!(g == want || (g.is_nan() && want.is_nan()), "k{k} s{s} p{p} d{d} ceil {ceil} at {b},{r},{q}: {g} vs {want}");
+                }
+            }
+        }
+    }
+}

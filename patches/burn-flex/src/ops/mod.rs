@@ -99,6 +99,7 @@ mod conv_common;
 pub mod conv;
 pub(crate) mod conv2d_im2col;
 pub(crate) mod batch_norm;
+pub(crate) mod max_pool2d;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;

@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{batch_norm, conv, conv2d_im2col, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{batch_norm, conv, conv2d_im2col, max_pool2d, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -634,12 +634,22 @@ impl ModuleOps<Flex> for Flex {
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
         match x.dtype() {
-            DType::F32 => {
-                pool::max_pool2d_f32(x, kernel_size, stride, padding, dilation, ceil_mode)
-            }
-            DType::F64 => {
-                pool::max_pool2d_f64(x, kernel_size, stride, padding, dilation, ceil_mode)
-            }
+            DType::F32 => max_pool2d::max_pool2d_typed::<f32>(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            ),
+            DType::F64 => max_pool2d::max_pool2d_typed::<f64>(
+                x,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            ),
             DType::F16 => {
                 pool::max_pool2d_f16(x, kernel_size, stride, padding, dilation, ceil_mode)
             }

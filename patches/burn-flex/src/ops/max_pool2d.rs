@@ -1,0 +1,110 @@
+//! 2-D max pooling without indices (inference), separable per output row.
+//!
+//! flex's generic pooling visits every output element through a 3-D kernel that
+//! recomputes its valid window with integer divisions and also produces the
+//! argmax indices, even when the caller (`max_pool2d`) drops them. Here each
+//! output row first takes the element-wise maximum of its (valid) input rows,
+//! which vectorises, then the maximum over the horizontal taps, whose valid range
+//! per output column is computed once per call. NaN propagates as in PyTorch.
+
+use alloc::vec::Vec;
+
+use burn_backend::Element;
+use burn_std::{Bytes, Shape};
+use num_traits::Float;
+
+use crate::{FlexTensor, Layout};
+
+#[inline(always)]
+fn max_nan<T: Float>(a: T, b: T) -> T {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// Output size of one axis, with PyTorch's ceil-mode rule (a last window that
+/// would start in the trailing padding or past the input is dropped).
+fn out_size(input: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> usize {
+    let span = d * (k - 1) + 1;
+    let padded = input + 2 * p;
+    if padded < span {
+        return usize::from(ceil);
+    }
+    let num = padded - span;
+    if ceil {
+        let out = num.div_ceil(s) + 1;
+        if (out - 1) * s >= input + p { out - 1 } else { out }
+    } else {
+        num / s + 1
+    }
+}
+
+/// Input coordinates of the valid taps of output position `o` on one axis.
+fn taps(o: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<usize> {
+    (0..k)
+        .filter_map(|t| {
+            let i = (o * s + t * d) as isize - p as isize;
+            (i >= 0 && (i as usize) < input).then_some(i as usize)
+        })
+        .collect()
+}
+
+pub(crate) fn max_pool2d_typed<T>(
+    x: FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil_mode: bool,
+) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync,
+{
+    let x = x.to_contiguous();
+    let shape = x.layout().shape();
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let oh = out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode);
+    let ow = out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode);
+    let row_taps: Vec<Vec<usize>> = (0..oh)
+        .map(|o| taps(o, h, kernel[0], stride[0], padding[0], dilation[0]))
+        .collect();
+    let col_taps: Vec<Vec<usize>> = (0..ow)
+        .map(|o| taps(o, w, kernel[1], stride[1], padding[1], dilation[1]))
+        .collect();
+    let data: &[T] = x.storage();
+    let mut out: Vec<T> = alloc::vec![T::neg_infinity(); n * c * oh * ow];
+
+    let plane = |p: usize, dst: &mut [T]| {
+        let src = &data[p * h * w..(p + 1) * h * w];
+        let mut rowmax: Vec<T> = alloc::vec![T::neg_infinity(); w];
+        for (r, rows) in row_taps.iter().enumerate() {
+            rowmax.fill(T::neg_infinity());
+            for &ih in rows {
+                for (m, v) in rowmax.iter_mut().zip(&src[ih * w..(ih + 1) * w]) {
+                    *m = max_nan(*m, *v);
+                }
+            }
+            let out_row = &mut dst[r * ow..(r + 1) * ow];
+            for (o, cols) in out_row.iter_mut().zip(&col_taps) {
+                *o = cols.iter().fold(T::neg_infinity(), |m, &iw| max_nan(m, rowmax[iw]));
+            }
+        }
+    };
+    let plane_len = oh * ow;
+    if plane_len > 0 {
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(plane_len)
+                .enumerate()
+                .for_each(|(p, dst)| plane(p, dst));
+        }
+        #[cfg(not(feature = "rayon"))]
+        out.chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(p, dst)| plane(p, dst));
+    }
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::new([n, c, oh, ow])),
+        T::dtype(),
+    )
+}
