@@ -168,6 +168,15 @@ fn batch_larger_than_one_im2col_chunk() {
     check(c);
 }
 
+#[test]
+fn large_images_in_bands_of_output_rows() {
+    // 27 x 218 x 198 im2col elements per image: above the banding threshold (1 Mi).
+    let c = Case { batch: 2, c_in: 3, h: 220, w: 200, c_out: 5, k: [3, 3], stride: [1, 1], pad: [(0, 0), (0, 0)], dilation: [1, 1], groups: 1 };
+    check(c);
+    let c = Case { batch: 1, c_in: 4, h: 401, w: 357, c_out: 6, k: [3, 3], stride: [2, 2], pad: [(0, 1), (1, 1)], dilation: [1, 1], groups: 1 };
+    check(c);
+}
+
 /// Batch normalisation with batch statistics (training) and with given statistics
 /// (inference), and the training gradients, against the definition in f64. The input
 /// has a large offset so that a formula that cancels catastrophically would show.

@@ -242,6 +242,50 @@ fn pack_grad<T: Float + Send + Sync>(
     });
 }
 
+/// Row `r = (c, i, j)` of the im2col matrix of image `b`, group `g`, for output rows
+/// `p0..p1`: `dst[(p - p0) * wo + q] = x[b, g*cg + c, p*sh + i*dh - ph, q*sw + j*dw - pw]`,
+/// zero where the tap falls outside the image.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn im2col_row<T: Float>(
+    x: &[T],
+    geo: &Geometry,
+    g: usize,
+    b: usize,
+    p0: usize,
+    p1: usize,
+    r: usize,
+    dst: &mut [T],
+) {
+    let k_spatial = geo.kh * geo.kw;
+    let c = r / k_spatial;
+    let i = (r % k_spatial) / geo.kw;
+    let j = r % geo.kw;
+    let (p_lo, p_hi) = Geometry::valid_range(geo.ho, geo.h, i, geo.sh, geo.dh, geo.ph);
+    let (q_lo, q_hi) = Geometry::valid_range(geo.wo, geo.w, j, geo.sw, geo.dw, geo.pw);
+    let src_plane = (b * geo.c_in + g * geo.cg + c) * geo.h * geo.w;
+    for p in p0..p1 {
+        let out_row = &mut dst[(p - p0) * geo.wo..(p - p0 + 1) * geo.wo];
+        if p < p_lo || p >= p_hi || q_lo >= q_hi {
+            out_row.fill(T::zero());
+            continue;
+        }
+        let ih = p * geo.sh + i * geo.dh - geo.ph;
+        let base = src_plane + ih * geo.w;
+        out_row[..q_lo].fill(T::zero());
+        out_row[q_hi..].fill(T::zero());
+        let iw0 = q_lo * geo.sw + j * geo.dw - geo.pw;
+        if geo.sw == 1 {
+            let len = q_hi - q_lo;
+            out_row[q_lo..q_hi].copy_from_slice(&x[base + iw0..base + iw0 + len]);
+        } else {
+            for (n, q) in (q_lo..q_hi).enumerate() {
+                out_row[q] = x[base + iw0 + n * geo.sw];
+            }
+        }
+    }
+}
+
 /// im2col of images `b0..b0+nb`, group `g`: row `(c, i, j)`, column
 /// `(bi, p, q)`, row stride `nb * ho * wo`; out-of-image taps are zero.
 fn im2col<T: Float + Send + Sync>(
@@ -254,37 +298,9 @@ fn im2col<T: Float + Send + Sync>(
 ) {
     let s = geo.spatial_out();
     let ld = nb * s;
-    let plane = geo.h * geo.w;
-    let k_spatial = geo.kh * geo.kw;
     for_each_chunk(&mut cols[..geo.rows() * ld], ld, |r, row| {
-        let c = r / k_spatial;
-        let i = (r % k_spatial) / geo.kw;
-        let j = r % geo.kw;
-        let (p_lo, p_hi) = Geometry::valid_range(geo.ho, geo.h, i, geo.sh, geo.dh, geo.ph);
-        let (q_lo, q_hi) = Geometry::valid_range(geo.wo, geo.w, j, geo.sw, geo.dw, geo.pw);
         for bi in 0..nb {
-            let src_plane = ((b0 + bi) * geo.c_in + g * geo.cg + c) * plane;
-            let dst = &mut row[bi * s..(bi + 1) * s];
-            for p in 0..geo.ho {
-                let out_row = &mut dst[p * geo.wo..(p + 1) * geo.wo];
-                if p < p_lo || p >= p_hi || q_lo >= q_hi {
-                    out_row.fill(T::zero());
-                    continue;
-                }
-                let ih = p * geo.sh + i * geo.dh - geo.ph;
-                let base = src_plane + ih * geo.w;
-                out_row[..q_lo].fill(T::zero());
-                out_row[q_hi..].fill(T::zero());
-                let iw0 = q_lo * geo.sw + j * geo.dw - geo.pw;
-                if geo.sw == 1 {
-                    let len = q_hi - q_lo;
-                    out_row[q_lo..q_hi].copy_from_slice(&x[base + iw0..base + iw0 + len]);
-                } else {
-                    for (n, q) in (q_lo..q_hi).enumerate() {
-                        out_row[q] = x[base + iw0 + n * geo.sw];
-                    }
-                }
-            }
+            im2col_row(x, geo, g, b0 + bi, 0, geo.ho, r, &mut row[bi * s..(bi + 1) * s]);
         }
     });
 }
@@ -378,6 +394,10 @@ where
     let rows = geo.rows();
     let s = geo.spatial_out();
     let mut out = scratch::<T>(geo.batch * geo.c_out * s);
+    if rows * s > BAND_THRESHOLD {
+        forward_banded(x_data, w_data, &geo, &mut out);
+        return finish_forward(out, bias, &geo, grad_shape);
+    }
     let chunk = geo.chunk_images();
     let mut cols = scratch::<T>(rows * chunk * s);
 
@@ -410,20 +430,102 @@ where
         }
         b0 += nb;
     }
+    finish_forward(out, bias, &geo, grad_shape)
+}
 
+/// Adds the bias and wraps the output of a forward convolution.
+fn finish_forward<T>(
+    mut out: Vec<T>,
+    bias: Option<FlexTensor>,
+    geo: &Geometry,
+    shape: [usize; 4],
+) -> FlexTensor
+where
+    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
+{
     if let Some(bias) = bias {
         let bias = bias.to_contiguous();
         let b: &[T] = bias.storage();
-        for_each_chunk(&mut out, s, |plane, o| {
+        for_each_chunk(&mut out, geo.spatial_out(), |plane, o| {
             let v = b[plane % geo.c_out];
             o.iter_mut().for_each(|e| *e = *e + v);
         });
     }
     FlexTensor::new(
         Bytes::from_elems(out),
-        Layout::contiguous(Shape::from(grad_shape.to_vec())),
+        Layout::contiguous(Shape::from(shape.to_vec())),
         T::dtype(),
     )
+}
+
+/// Above this many im2col elements per image, the forward convolution works in
+/// bands of output rows (large images, e.g. MTCNN's pyramid levels).
+const BAND_THRESHOLD: usize = 1 << 20;
+
+/// Target im2col elements of one band: 64 Ki (256 KiB in f32), cache resident.
+const BAND_ELEMS: usize = 1 << 16;
+
+/// Raw output pointer shared by tasks that write disjoint regions.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+/// Forward convolution as independent (image, group, band of output rows) tasks, each
+/// building a cache-sized im2col block and running a single-threaded GEMM that
+/// writes straight into its rows of the output.
+fn forward_banded<T>(x: &[T], w: &[T], geo: &Geometry, out: &mut [T])
+where
+    T: Float + Send + Sync + 'static,
+{
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let band = (BAND_ELEMS / (rows * geo.wo).max(1)).clamp(1, geo.ho.max(1));
+    let bands = geo.ho.div_ceil(band);
+    let tasks = geo.batch * geo.groups * bands;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = move |t: usize| {
+        let out_ptr = out_ptr;
+        let (bg, k) = (t / bands, t % bands);
+        let (b, g) = (bg / geo.groups, bg % geo.groups);
+        let (p0, p1) = (k * band, ((k + 1) * band).min(geo.ho));
+        let n = (p1 - p0) * geo.wo;
+        let mut cols = scratch::<T>(rows * n);
+        for r in 0..rows {
+            im2col_row(x, geo, g, b, p0, p1, r, &mut cols[r * n..(r + 1) * n]);
+        }
+        // out[b, g*og + o, p0.., :] = W_g[og x rows] * cols[rows x n]
+        unsafe {
+            gemm::gemm(
+                geo.og,
+                n,
+                rows,
+                out_ptr.0.add((b * geo.c_out + g * geo.og) * s + p0 * geo.wo),
+                1,
+                s as isize,
+                false,
+                w.as_ptr().add(g * geo.og * rows),
+                1,
+                rows as isize,
+                cols.as_ptr(),
+                1,
+                n as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(task);
+    }
+    #[cfg(not(feature = "rayon"))]
+    (0..tasks).for_each(task);
 }
 
 /// Gradient of a 2-D convolution with respect to its weight, `[c_out, c_in/groups, kh, kw]`.
