@@ -290,3 +290,17 @@ fn max_pool2d_matches_definition() {
         }
     }
 }
+
+/// Materialising a slice along an outer axis (rows contiguous, strided apart), small and
+/// above the parallel threshold.
+#[test]
+fn channel_slices_copy_exactly() {
+    for (n, c, h, w) in [(2usize, 5usize, 3usize, 4usize), (4, 6, 300, 300)] {
+        let xv = values(n * c * h * w, 11);
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &Device::flex());
+        let y = x.slice([0..n, 1..4, 0..h, 0..w]);
+        let got = y.to_data().try_into_vec_as::<f32>().unwrap();
+        let want: Vec<f32> = (0..n).flat_map(|b| xv[(b * c + 1) * h * w..(b * c + 4) * h * w].to_vec()).collect();
+        assert_eq!(got, want, "{n}x{c}x{h}x{w}");
+    }
+}

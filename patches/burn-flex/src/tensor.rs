@@ -363,6 +363,11 @@ impl FlexTensor {
                     }
                 }
             }
+        } else if shape.len() == 2 && strides[1] == 1 && strides[0] >= shape[1] as isize {
+            // 2D with contiguous rows (a slice along an outer axis, e.g. the gradient of
+            // one input of a channel concatenation): one memcpy per row.
+            unsafe { dst.set_len(n) };
+            copy_rows(&mut dst, src, offset as usize, shape[1], strides[0] as usize);
         } else if shape.len() == 2 && all_positive {
             // 2D positive-stride (transpose-like): tile both dims so
             // reads stay in cache. The loop-nesting chooser inside
@@ -779,6 +784,31 @@ fn copy_inner_contiguous_run<E: Copy>(
             counter[dim_idx] = 0;
         }
     }
+}
+
+/// Copies rows of `cols` contiguous elements, `row_stride` apart in `src` (starting at
+/// `offset`), into the contiguous `dst`; in parallel for large copies.
+fn copy_rows<E: Copy + Send + Sync>(
+    dst: &mut [E],
+    src: &[E],
+    offset: usize,
+    cols: usize,
+    row_stride: usize,
+) {
+    if cols == 0 {
+        return;
+    }
+    let row = |(r, d): (usize, &mut [E])| {
+        let start = offset + r * row_stride;
+        d.copy_from_slice(&src[start..start + cols]);
+    };
+    #[cfg(feature = "rayon")]
+    if dst.len() >= COPY_2D_PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(cols).enumerate().for_each(row);
+        return;
+    }
+    dst.chunks_mut(cols).enumerate().for_each(row);
 }
 
 /// Minimum number of elements required to trigger parallel 2D tiled copy.
