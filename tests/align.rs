@@ -338,6 +338,101 @@ fn huge_png() -> Vec<u8> {
     png
 }
 
+/// The side of [`write_huge_png`]'s images: 1.2 GB as RGB, over the 0.5 GB decoder limit.
+const HUGE: u32 = 20000;
+const HUGE_BACKGROUND: [u8; 3] = [118, 124, 131];
+
+/// The pixel at `(x, y)` of [`write_huge_png`]'s image.
+fn huge_pixel(face: Option<&image::RgbImage>, at: (u32, u32), x: u32, y: u32) -> [u8; 3] {
+    match face {
+        Some(f) if x >= at.0 && y >= at.1 && x - at.0 < f.width() && y - at.1 < f.height() => f.get_pixel(x - at.0, y - at.1).0,
+        _ => HUGE_BACKGROUND,
+    }
+}
+
+/// Writes a `HUGE x HUGE` RGB PNG, a uniform grey with `face` pasted at `at`: row filter
+/// "up" makes the grey rows zeros, so the file is about a megabyte.
+fn write_huge_png(path: &Path, face: Option<&image::RgbImage>, at: (u32, u32)) {
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(fs::File::create(path).unwrap()), HUGE, HUGE);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    enc.set_filter(png::Filter::Up);
+    let mut writer = enc.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let mut row = vec![0u8; HUGE as usize * 3];
+    for y in 0..HUGE {
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            px.copy_from_slice(&huge_pixel(face, at, x as u32, y));
+        }
+        std::io::Write::write_all(&mut stream, &row).unwrap();
+    }
+    stream.finish().unwrap();
+}
+
+/// A BMP whose header says `HUGE x HUGE` (no pixel data).
+fn huge_bmp() -> Vec<u8> {
+    let mut bmp = Vec::new();
+    image::RgbImage::new(2, 2).write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp).unwrap();
+    bmp[18..22].copy_from_slice(&(HUGE as i32).to_le_bytes());
+    bmp[22..26].copy_from_slice(&(HUGE as i32).to_le_bytes());
+    bmp
+}
+
+/// `facenet align` on 20000 x 20000 images (1.2 GB as RGB, over the decoder's limit): a PNG
+/// is detected on a downscaled copy and cropped from the original, both decoded row by row;
+/// a PNG without a face is "Unable to align"; other formats are refused with their size.
+#[test]
+fn align_cli_streams_huge_png() {
+    let Some(m) = detector() else { return };
+    let Some(p) = photos() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in");
+    fs::create_dir_all(input.join("big")).unwrap();
+    // the face 8x enlarged: about as big in the detector's 4096 x 4096 copy as in the photo
+    let tom = image::open(p.join("Tom_Hanks_54745.png")).unwrap().to_rgb8();
+    let face = image::imageops::resize(&tom, tom.width() * 8, tom.height() * 8, image::imageops::FilterType::Triangle);
+    let at = (12345, 6789);
+    let t = std::time::Instant::now();
+    write_huge_png(&input.join("big/face.png"), Some(&face), at);
+    write_huge_png(&input.join("big/blank.png"), None, at);
+    fs::write(input.join("big/huge.bmp"), huge_bmp()).unwrap();
+    println!("wrote two {HUGE} x {HUGE} PNGs in {:.1} s", t.elapsed().as_secs_f64());
+
+    let out = d.path().join("out");
+    let t = std::time::Instant::now();
+    let (so, se) = run_ok(facenet().arg("align").arg(&input).arg(&out).args(["--image_size", "160", "--margin", "32"]));
+    println!("{so}\n{se}\naligned in {:.1} s", t.elapsed().as_secs_f64());
+    assert!(so.contains("Total number of images: 3"), "{so}");
+    assert!(so.contains("Number of successfully aligned images: 1"), "{so}");
+    let count = |what: &str| -> usize { so.lines().find(|l| l.contains(what)).unwrap().split_whitespace().last().unwrap().parse().unwrap() };
+    assert_eq!((count("no face found:"), count("unreadable:")), (1, 1), "{so}");
+    assert!(se.contains(&format!("Unable to align \"{}\"", input.join("big/blank.png").display())), "{se}");
+    let bmp = se.lines().find(|l| l.contains("huge.bmp")).unwrap();
+    assert!(bmp.contains("image too large to decode: 20000 x 20000 pixels (1.2 GB as RGB, limit 0.5 GB); only PNG is streamed"), "{bmp}");
+
+    // the crop box: where the face was pasted (detected on the enlarged face in memory)
+    let list = fs::read_to_string(out.join("bounding_boxes_00000.txt")).unwrap();
+    let crop_path = out.join("big/face.png");
+    let line = list.lines().find(|l| l.starts_with(&crop_path.display().to_string())).unwrap_or_else(|| panic!("{list}"));
+    let bb: Vec<u32> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+    let bb = [bb[0], bb[1], bb[2], bb[3]];
+    assert!(list.lines().any(|l| l == out.join("big/blank.png").display().to_string()), "{list}");
+    let want = m.detect(&face)[0].bbox;
+    let want = [want[0] + at.0 as f64, want[1] + at.1 as f64, want[2] + at.0 as f64, want[3] + at.1 as f64];
+    let want = margin_box(want, 32.0, HUGE, HUGE).unwrap();
+    let side = (want[2] - want[0]).max(want[3] - want[1]) as f64;
+    let off = (0..4).map(|k| (bb[k] as f64 - want[k] as f64).abs()).fold(0.0, f64::max);
+    println!("crop box {bb:?}, from the face in memory {want:?}: {:.1}% of the face size apart", 100.0 * off / side);
+    assert!(off <= 0.05 * side, "crop box {bb:?} vs {want:?}");
+
+    // the crop: the box's pixels of the original, resized as for any image
+    let crop = image::open(&crop_path).unwrap().to_rgb8();
+    assert_eq!(crop.dimensions(), (160, 160));
+    let window = image::RgbImage::from_fn(bb[2] - bb[0], bb[3] - bb[1], |x, y| image::Rgb(huge_pixel(Some(&face), at, bb[0] + x, bb[1] + y)));
+    assert_eq!(crop, crop_and_resize(&window, [0, 0, window.width(), window.height()], 160));
+}
+
 /// Every file under `root` (relative path -> bytes).
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -400,10 +495,13 @@ fn align_cli_bad_inputs_resume_and_shards() {
     println!("{so}\n{se}");
     assert_eq!(se.matches("--gpu_memory_fraction").count(), 1, "said once: {se}");
     assert!(so.contains(&format!("Total number of images: {}", 9 + faces)), "{so}");
-    // empty, text and the 20000x20000 header cannot be decoded; the truncated JPEG may be
+    // empty, text and the 20000x20000 header without its pixels cannot be decoded (the huge
+    // PNG is streamed, see `align_cli_streams_huge_png`, and ends after its header: a one-line
+    // reason); the truncated JPEG may be
     assert!(se.contains("empty.jpg: empty file"), "{se}");
     assert!(se.contains("text.jpg"), "{se}");
-    assert!(se.contains("huge.png"), "{se}");
+    let huge = se.lines().find(|l| l.contains("huge.png")).unwrap_or_else(|| panic!("huge.png not reported: {se}"));
+    assert!(huge.starts_with("unreadable: ") && huge.contains("at row 0 of 20000"), "{huge}");
     assert!(se.contains("notes.txt"), "non-image reported: {se}");
     let unreadable: usize = so.lines().find(|l| l.contains("unreadable:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((3..=4).contains(&unreadable), "{so}");

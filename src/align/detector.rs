@@ -24,8 +24,22 @@ pub struct DetectorConfig {
     /// Pyramid scale step (0.709).
     pub factor: f64,
     /// Images with more pixels than this are detected on an area-downscaled copy (with the
-    /// minimum face size scaled alike) and the results scaled back; keeps memory bounded.
+    /// minimum face size scaled alike, but not below 12 pixels in the copy, so the pyramid
+    /// never enlarges it again) and the results scaled back; keeps memory bounded.
     pub max_detect_pixels: usize,
+}
+
+impl DetectorConfig {
+    /// The size `(w', h')` a `w x h` image is detected at: itself, or the downscaled copy
+    /// (same aspect ratio, about `max_detect_pixels` pixels) when it has more pixels.
+    pub fn detect_size(&self, w: usize, h: usize) -> (usize, usize) {
+        if w * h <= self.max_detect_pixels {
+            return (w, h);
+        }
+        let k = (self.max_detect_pixels as f64 / (w as f64 * h as f64)).sqrt();
+        let side = |n: usize| ((n as f64 * k).round() as usize).clamp(1, n);
+        (side(w), side(h))
+    }
 }
 
 impl Default for DetectorConfig {
@@ -117,27 +131,33 @@ impl Mtcnn {
         if w == 0 || h == 0 {
             return Vec::new();
         }
-        if w * h > self.config.max_detect_pixels {
-            // detect on a downscaled copy, map the results back
-            let k = (self.config.max_detect_pixels as f64 / (w * h) as f64).sqrt();
-            let (dw, dh) = (((w as f64 * k).round() as usize).max(1), ((h as f64 * k).round() as usize).max(1));
+        let (dw, dh) = self.config.detect_size(w, h);
+        if (dw, dh) != (w, h) {
             let t = Instant::now();
             let small = pyramid::resize_area_u8(img.as_raw(), w, h, 3, dw, dh);
             times.pyramid += t.elapsed();
-            let (sx, sy) = (w as f64 / dw as f64, h as f64 / dh as f64);
-            let mut config = self.config;
-            config.min_face_size = (config.min_face_size / sx.max(sy)).max(1.0);
-            let faces = self.detect_raw(&small, dw, dh, &config, times);
-            return faces
-                .into_iter()
-                .map(|f| Face {
-                    bbox: [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy],
-                    prob: f.prob,
-                    landmarks: f.landmarks.map(|[x, y]| [x * sx, y * sy]),
-                })
-                .collect();
+            return self.detect_scaled(&small, dw, dh, (w as f64 / dw as f64, h as f64 / dh as f64), times);
         }
         self.detect_raw(img.as_raw(), w, h, &self.config, times)
+    }
+
+    /// Detects faces on `small` (`dw x dh`, interleaved RGB), a copy of an image shrunk by
+    /// `(sx, sy)` = original size / copy size; faces come back in original pixel coordinates.
+    /// The minimum face size shrinks alike, but not below 12 pixels (P-Net's window; or the
+    /// configured size if smaller): the pyramid never enlarges the copy, so memory stays
+    /// bounded, and faces smaller than about `12 * sx` original pixels are not searched for.
+    pub fn detect_scaled(&self, small: &[u8], dw: usize, dh: usize, (sx, sy): (f64, f64), times: &mut StageTimes) -> Vec<Face> {
+        let mut config = self.config;
+        let floor = config.min_face_size.min(12.0);
+        config.min_face_size = (config.min_face_size / sx.max(sy)).max(floor).max(1.0);
+        self.detect_raw(small, dw, dh, &config, times)
+            .into_iter()
+            .map(|f| Face {
+                bbox: [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy],
+                prob: f.prob,
+                landmarks: f.landmarks.map(|[x, y]| [x * sx, y * sy]),
+            })
+            .collect()
     }
 
     /// The cascade on an interleaved RGB buffer.

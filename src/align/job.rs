@@ -13,7 +13,11 @@
 //!   run's share (finished images included: each crop keeps its box in a PNG text chunk), in
 //!   dataset order, under a fixed name (`bounding_boxes_00000.txt`, or `K+1` for shard
 //!   `K/N`) instead of a random one, so a resumed run ends with the same files, byte for byte;
-//! - unreadable images are reported with a one-line reason and counted; the run goes on.
+//! - unreadable images are reported with a one-line reason and counted; the run goes on;
+//! - a PNG too large to decode in memory (e.g. 20000 x 20000) is streamed: detected on a
+//!   copy area-downscaled while it is decoded, cropped from a second decoding pass that keeps
+//!   only the crop windows (memory: the detector's copy plus the crops). Other formats that
+//!   large are refused with their size.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,11 +29,13 @@ use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::boxes::Rect;
 use super::crop::{choose_face, crop_and_resize, margin_box};
-use super::detector::Mtcnn;
+use super::detector::{Mtcnn, StageTimes};
 use super::output::{box_line, encode_png_with_box, read_png_box, remove_stale_temps};
 use crate::data::dataset::Dataset;
 use crate::data::image_io::load_rgb;
+use crate::data::png_stream::{decode_png_shrunk, decode_png_windows, memory_limit, oversized_png, PngInfo};
 use crate::util::atomic::write_atomic;
 
 /// `--shard K/N`: this process handles the images whose index (in dataset order) is `K`
@@ -254,8 +260,19 @@ pub fn align_dataset(opts: &AlignOptions, mtcnn: &Mtcnn) -> Result<AlignSummary>
     Ok(summary)
 }
 
+/// "`path`: image too large to decode: W x H pixels (... GB as RGB, limit 0.5 GB)`why`".
+fn too_large(path: &Path, w: u32, h: u32, why: &str) -> String {
+    format!(
+        "{}: image too large to decode: {w} x {h} pixels ({:.1} GB as RGB, limit {:.1} GB){why}",
+        path.display(),
+        w as f64 * h as f64 * 3.0 / 1e9,
+        memory_limit() as f64 / (1u64 << 30) as f64
+    )
+}
+
 /// Names the size of an image that is too large to decode within the decoder's memory limit
-/// (it is skipped: memory stays bounded).
+/// (it is skipped: memory stays bounded). Large PNGs do not get here: they are
+/// streamed ([`align_streamed`]).
 fn explain_load_error(path: &Path, message: String) -> String {
     if !message.contains("limit") {
         return message;
@@ -265,11 +282,7 @@ fn explain_load_error(path: &Path, message: String) -> String {
         .ok()
         .and_then(|r| r.into_dimensions().ok());
     match dims {
-        Some((w, h)) => format!(
-            "{}: image too large to decode: {w} x {h} pixels ({:.1} GB as RGB, limit 0.5 GB)",
-            path.display(),
-            w as f64 * h as f64 * 3.0 / 1e9
-        ),
+        Some((w, h)) => too_large(path, w, h, "; only PNG is streamed"),
         None => message,
     }
 }
@@ -306,31 +319,90 @@ fn align_one(opts: &AlignOptions, mtcnn: &Mtcnn, item: &WorkItem, written: &Atom
     if let Some(lines) = existing_lines(&single, opts.detect_multiple_faces) {
         return Outcome::Existing(lines);
     }
+    if let Some(info) = oversized_png(&item.path) {
+        return align_streamed(opts, mtcnn, &item.path, &single, info, written);
+    }
     let img = match load_rgb(&item.path) {
         Ok(img) => img,
         Err(e) => return Outcome::Unreadable(explain_load_error(&item.path, e.to_string())),
     };
-    let faces = mtcnn.detect(&img);
-    let boxes: Vec<_> = faces.iter().map(|f| f.bbox).collect();
+    let boxes: Vec<Rect> = mtcnn.detect(&img).iter().map(|f| f.bbox).collect();
+    let crops = plan_crops(opts, &single, &boxes, img.width(), img.height());
+    write_crops(&single, &crops, written, |_, bb| Ok(crop_and_resize(&img, bb, opts.image_size)))
+}
+
+/// Crop windows larger than this many pixels are area-shrunk while a streamed PNG is
+/// decoded (before the bilinear resize to `image_size`), which bounds memory; smaller ones,
+/// every realistic face, give the same crop as an image decoded in memory.
+const MAX_STREAMED_CROP_PIXELS: usize = 4096 * 4096;
+
+/// A PNG too large to decode in memory (see [`oversized_png`]), decoded twice, row by row:
+/// first area-downscaled to the detector's size ([`DetectorConfig::detect_size`]), the
+/// faces found there mapped back to the original; then only the crop windows of the chosen
+/// faces are kept, chosen and written exactly as for any other image.
+///
+/// [`DetectorConfig::detect_size`]: super::DetectorConfig::detect_size
+fn align_streamed(opts: &AlignOptions, mtcnn: &Mtcnn, path: &Path, single: &Path, info: PngInfo, written: &AtomicUsize) -> Outcome {
+    let (w, h) = (info.width, info.height);
+    if info.interlaced {
+        return Outcome::Unreadable(too_large(path, w, h, "; an interlaced PNG cannot be streamed"));
+    }
+    let (dw, dh) = mtcnn.config.detect_size(w as usize, h as usize);
+    let small = match decode_png_shrunk(path, dw as u32, dh as u32) {
+        Ok(img) => img,
+        Err(e) => return Outcome::Unreadable(e.to_string()),
+    };
+    let scale = (w as f64 / dw as f64, h as f64 / dh as f64);
+    let faces = mtcnn.detect_scaled(small.as_raw(), dw, dh, scale, &mut StageTimes::default());
+    drop(small);
+    let boxes: Vec<Rect> = faces.iter().map(|f| f.bbox).collect();
+    let crops = plan_crops(opts, single, &boxes, w, h);
+    if crops.is_empty() {
+        return Outcome::NoFace(box_line(single, None));
+    }
+    let windows: Vec<[u32; 4]> = crops.iter().map(|(_, bb)| *bb).collect();
+    let pixels = match decode_png_windows(path, &windows, MAX_STREAMED_CROP_PIXELS) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Unreadable(e.to_string()),
+    };
+    write_crops(single, &crops, written, |k, _| {
+        let win = &pixels[k];
+        Ok(crop_and_resize(win, [0, 0, win.width(), win.height()], opts.image_size))
+    })
+}
+
+/// The crops to write for the faces `boxes` of a `width x height` image: output path and
+/// crop box, for the face the reference keeps or, with `--detect_multiple_faces`, for every
+/// face (`<stem>_<k>.png`).
+fn plan_crops(opts: &AlignOptions, single: &Path, boxes: &[Rect], width: u32, height: u32) -> Vec<(PathBuf, [u32; 4])> {
     let chosen: Vec<usize> = if opts.detect_multiple_faces {
         (0..boxes.len()).collect()
     } else {
-        choose_face(&boxes, img.width(), img.height()).into_iter().collect()
+        choose_face(boxes, width, height).into_iter().collect()
     };
-    // (output path, crop box, pixels); with several faces <stem>_0.png goes last
     let mut crops = Vec::new();
     for (k, &i) in chosen.iter().enumerate() {
-        let Some(bb) = margin_box(boxes[i], opts.margin, img.width(), img.height()) else { continue };
-        let path = if opts.detect_multiple_faces { numbered(&single, k) } else { single.clone() };
+        let Some(bb) = margin_box(boxes[i], opts.margin, width, height) else { continue };
+        let path = if opts.detect_multiple_faces { numbered(single, k) } else { single.to_path_buf() };
         crops.push((path, bb));
     }
+    crops
+}
+
+/// Writes the crops of [`plan_crops`] (`pixels(k, box)` gives crop `k` at its final size),
+/// the last first, so that `<stem>_0.png` marks the image done; the bounding-box lines.
+fn write_crops(
+    single: &Path,
+    crops: &[(PathBuf, [u32; 4])],
+    written: &AtomicUsize,
+    pixels: impl Fn(usize, [u32; 4]) -> std::io::Result<image::RgbImage>,
+) -> Outcome {
     if crops.is_empty() {
-        return Outcome::NoFace(box_line(&single, None));
+        return Outcome::NoFace(box_line(single, None));
     }
     let mut lines = Vec::with_capacity(crops.len());
-    for (path, bb) in crops.iter().rev() {
-        let scaled = crop_and_resize(&img, *bb, opts.image_size);
-        let result = encode_png_with_box(&scaled, *bb).and_then(|png| write_atomic(path, &png));
+    for (k, (path, bb)) in crops.iter().enumerate().rev() {
+        let result = pixels(k, *bb).and_then(|img| encode_png_with_box(&img, *bb)).and_then(|png| write_atomic(path, &png));
         if let Err(e) = result {
             return Outcome::Failed(format!("{}: {e}", path.display()));
         }

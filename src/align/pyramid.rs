@@ -132,33 +132,133 @@ macro_rules! area_impl {
     };
 }
 
-area_impl!(area_u8, u8, f32, |v: f32| v.round_ties_even().clamp(0.0, 255.0) as u8);
 area_impl!(area_f64, f64, f64, |v: f64| v);
 
-/// Integer-ratio box average (OpenCV's `resizeAreaFast`); `dst * k == src` on both axes.
-fn area_fast_u8(src: &[u8], sw: usize, cn: usize, dw: usize, dh: usize, kx: usize, ky: usize) -> Vec<u8> {
-    let mut out = vec![0u8; dh * dw * cn];
-    let area = kx * ky;
-    let scale = 1.0f32 / area as f32;
-    for dy in 0..dh {
-        for dx in 0..dw {
-            for c in 0..cn {
-                let mut sum = 0i32;
-                for yy in 0..ky {
-                    let r = (dy * ky + yy) * sw * cn;
-                    for xx in 0..kx {
-                        sum += src[r + (dx * kx + xx) * cn + c] as i32;
+/// How [`AreaShrinkU8`] averages.
+enum ShrinkMode {
+    /// Integer ratios on both axes (OpenCV's `resizeAreaFast`): exact integer box sums of
+    /// the current output row.
+    Box { kx: usize, ky: usize, sums: Vec<u32> },
+    /// OpenCV's general area averaging over the exact fractional footprint, `f32` weights.
+    Table { xtab: Vec<Tap>, ytab: Vec<Tap>, next_tap: usize, row: Vec<f32>, sum: Vec<f32>, dy: Option<usize> },
+}
+
+/// `cv2.resize(..., INTER_AREA)` for shrinking an 8-bit image (`dw <= sw`, `dh <= sh`), fed
+/// one source row at a time, top to bottom: the same bytes as [`resize_area_u8`] (which uses
+/// it), holding only two rows of sums besides the output. Lets an image too large for memory
+/// be downscaled while it is decoded.
+pub struct AreaShrinkU8 {
+    sw: usize,
+    cn: usize,
+    dw: usize,
+    mode: ShrinkMode,
+    /// Index of the next source row.
+    next: usize,
+    out: Vec<u8>,
+}
+
+impl AreaShrinkU8 {
+    /// A `sw x sh` image with `cn` channels to `dw x dh`; panics unless `0 < dw <= sw` and
+    /// `0 < dh <= sh` (a caller's bug, not bad input).
+    pub fn new(sw: usize, sh: usize, cn: usize, dw: usize, dh: usize) -> Self {
+        assert!(dw > 0 && dh > 0 && dw <= sw && dh <= sh, "area shrink {sw}x{sh} -> {dw}x{dh}");
+        let ((rx, ix), (ry, iy)) = (ratio(sw, dw), ratio(sh, dh));
+        let mode = match (ix, iy) {
+            (Some(kx), Some(ky)) => ShrinkMode::Box { kx, ky, sums: vec![0; dw * cn] },
+            _ => ShrinkMode::Table {
+                xtab: area_table(sw, dw, rx),
+                ytab: area_table(sh, dh, ry),
+                next_tap: 0,
+                row: vec![0.0; dw * cn],
+                sum: vec![0.0; dw * cn],
+                dy: None,
+            },
+        };
+        AreaShrinkU8 { sw, cn, dw, mode, next: 0, out: vec![0; dw * dh * cn] }
+    }
+
+    /// Adds the next source row (`sw * cn` bytes).
+    pub fn push_row(&mut self, src: &[u8]) {
+        debug_assert_eq!(src.len(), self.sw * self.cn);
+        let (r, cn, width) = (self.next, self.cn, self.dw * self.cn);
+        self.next += 1;
+        match &mut self.mode {
+            ShrinkMode::Box { kx, ky, sums } => {
+                let kx = *kx;
+                for (s, block) in sums.chunks_exact_mut(cn).zip(src.chunks_exact(kx * cn)) {
+                    for px in block.chunks_exact(cn) {
+                        for (acc, &v) in s.iter_mut().zip(px) {
+                            *acc += v as u32;
+                        }
                     }
                 }
-                out[(dy * dw + dx) * cn + c] = if kx == 2 && ky == 2 && matches!(cn, 1 | 3 | 4) {
-                    ((sum + 2) >> 2) as u8
+                if (r + 1) % *ky == 0 {
+                    let dy = r / *ky;
+                    let area = kx * *ky;
+                    let scale = 1.0f32 / area as f32;
+                    let halves = kx == 2 && area == 4 && matches!(cn, 1 | 3 | 4);
+                    for (o, s) in self.out[dy * width..(dy + 1) * width].iter_mut().zip(sums.iter_mut()) {
+                        // OpenCV rounds the 2x2 case in integers
+                        *o = if halves { ((*s + 2) >> 2) as u8 } else { round_u8(*s as f32 * scale) };
+                        *s = 0;
+                    }
+                }
+            }
+            ShrinkMode::Table { xtab, ytab, next_tap, row, sum, dy } => {
+                if ytab.get(*next_tap).is_none_or(|t| t.src != r) {
+                    return;
+                }
+                row.iter_mut().for_each(|v| *v = 0.0);
+                if cn == 3 {
+                    for t in xtab.iter() {
+                        let (d, p) = (&mut row[t.dst * 3..t.dst * 3 + 3], &src[t.src * 3..t.src * 3 + 3]);
+                        d[0] += p[0] as f32 * t.alpha;
+                        d[1] += p[1] as f32 * t.alpha;
+                        d[2] += p[2] as f32 * t.alpha;
+                    }
                 } else {
-                    (sum as f32 * scale).round_ties_even().clamp(0.0, 255.0) as u8
-                };
+                    for t in xtab.iter() {
+                        for c in 0..cn {
+                            row[t.dst * cn + c] += src[t.src * cn + c] as f32 * t.alpha;
+                        }
+                    }
+                }
+                while let Some(t) = ytab.get(*next_tap).filter(|t| t.src == r) {
+                    if *dy != Some(t.dst) {
+                        if let Some(d) = *dy {
+                            store_row(&mut self.out[d * width..(d + 1) * width], sum);
+                        }
+                        sum.iter_mut().for_each(|v| *v = 0.0);
+                        *dy = Some(t.dst);
+                    }
+                    for (acc, b) in sum.iter_mut().zip(row.iter()) {
+                        *acc += t.alpha * *b;
+                    }
+                    *next_tap += 1;
+                }
             }
         }
     }
-    out
+
+    /// The shrunk image (`dh x dw x cn`); rows never fed stay black.
+    pub fn finish(mut self) -> Vec<u8> {
+        if let ShrinkMode::Table { sum, dy: Some(d), .. } = &self.mode {
+            let width = self.dw * self.cn;
+            store_row(&mut self.out[d * width..(d + 1) * width], sum);
+        }
+        self.out
+    }
+}
+
+/// OpenCV's saturating round half to even.
+fn round_u8(v: f32) -> u8 {
+    v.round_ties_even().clamp(0.0, 255.0) as u8
+}
+
+fn store_row(out: &mut [u8], sum: &[f32]) {
+    for (o, v) in out.iter_mut().zip(sum) {
+        *o = round_u8(*v);
+    }
 }
 
 fn area_fast_f64(src: &[f64], sw: usize, cn: usize, dw: usize, dh: usize, kx: usize, ky: usize) -> Vec<f64> {
@@ -271,13 +371,11 @@ pub fn resize_area_u8(src: &[u8], sw: usize, sh: usize, cn: usize, dw: usize, dh
     if (sw, sh) == (dw, dh) {
         return src.to_vec();
     }
-    let (rx, ix) = ratio(sw, dw);
-    let (ry, iy) = ratio(sh, dh);
+    let (rx, ry) = (ratio(sw, dw).0, ratio(sh, dh).0);
     if rx >= 1.0 && ry >= 1.0 {
-        if let (Some(kx), Some(ky)) = (ix, iy) {
-            return area_fast_u8(src, sw, cn, dw, dh, kx, ky);
-        }
-        return area_u8(src, sw, sh, cn, dw, dh, rx, ry);
+        let mut shrink = AreaShrinkU8::new(sw, sh, cn, dw, dh);
+        src.chunks_exact(sw * cn).for_each(|row| shrink.push_row(row));
+        return shrink.finish();
     }
     linear_u8(src, sw, sh, cn, dw, dh)
 }

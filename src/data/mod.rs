@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod image_io;
 pub mod loader;
 pub mod npy;
+pub mod png_stream;
 pub mod pairs;
 pub mod preprocess;
 
