@@ -15,6 +15,7 @@ use burn_backend::Element;
 use burn_std::{Bytes, Shape};
 use num_traits::{Float, ToPrimitive};
 
+use super::par_chunks::for_each_chunk;
 use crate::{FlexTensor, Layout};
 
 const LANES: usize = 8;
@@ -64,31 +65,9 @@ fn lane_sum<T: Float>(len: usize, f: impl Fn(usize) -> T) -> f64 {
     total
 }
 
-/// Runs `f(i, &mut out[i])` for every element of `out`, in parallel with rayon.
+/// Runs `f(i, &mut out[i])` for every element of `out` (in parallel with rayon).
 fn per_channel<V: Send, F: Fn(usize, &mut V) + Send + Sync>(out: &mut [V], f: F) {
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        out.par_iter_mut().enumerate().for_each(|(i, v)| f(i, v));
-    }
-    #[cfg(not(feature = "rayon"))]
-    out.iter_mut().enumerate().for_each(|(i, v)| f(i, v));
-}
-
-/// Runs `f(plane_index, plane)` over the `spatial`-sized planes of `data`.
-fn per_plane<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], spatial: usize, f: F) {
-    if spatial == 0 {
-        return;
-    }
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        data.par_chunks_mut(spatial)
-            .enumerate()
-            .for_each(|(i, p)| f(i, p));
-    }
-    #[cfg(not(feature = "rayon"))]
-    data.chunks_mut(spatial).enumerate().for_each(|(i, p)| f(i, p));
+    for_each_chunk(out, 1, |i, v| f(i, &mut v[0]));
 }
 
 fn values<T: Float + Element + bytemuck::Pod>(t: &FlexTensor) -> Vec<T> {
@@ -107,7 +86,7 @@ fn affine<T: Float + Element + bytemuck::Pod + Send + Sync>(
     shift: &[T],
 ) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    per_plane(&mut out, dims.spatial, |p, o| {
+    for_each_chunk(&mut out, dims.spatial, |p, o| {
         let c = p % dims.channels;
         let (a, b) = (scale[c], shift[c]);
         let src = &x[p * dims.spatial..(p + 1) * dims.spatial];
@@ -267,7 +246,7 @@ where
         d[c] = from_f64(-k * sum_g / n);
     }
     let mut x_grad = vec![T::zero(); xs.len()];
-    per_plane(&mut x_grad, dims.spatial, |p, out| {
+    for_each_chunk(&mut x_grad, dims.spatial, |p, out| {
         let c = p % dims.channels;
         let (ka, kb, kd, m) = (a[c], bcoef[c], d[c], mean[c]);
         let range = p * dims.spatial..(p + 1) * dims.spatial;

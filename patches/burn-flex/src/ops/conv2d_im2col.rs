@@ -27,6 +27,7 @@ use burn_backend::{DType, Element, ops::ConvOptions};
 use burn_std::{Bytes, Shape};
 use num_traits::Float;
 
+use super::par_chunks::for_each_chunk;
 use crate::{FlexTensor, Layout};
 
 /// Upper bound on the elements of one im2col chunk (all groups of the chunk's
@@ -127,30 +128,6 @@ impl Geometry {
             (limit as usize / stride + 1).min(out)
         };
         (lo.min(hi), hi)
-    }
-}
-
-/// Runs `f(index, chunk)` over `chunk_len`-sized pieces of `data`, on all
-/// threads when rayon is enabled.
-fn for_each_chunk<T: Send, F>(data: &mut [T], chunk_len: usize, f: F)
-where
-    F: Fn(usize, &mut [T]) + Send + Sync,
-{
-    if chunk_len == 0 {
-        return;
-    }
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        data.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        data.chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -484,13 +461,13 @@ where
     let bands = geo.ho.div_ceil(band);
     let tasks = geo.batch * geo.groups * bands;
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let task = move |t: usize| {
+    // `cols` is one im2col block, allocated once per worker thread
+    let task = move |cols: &mut Vec<T>, t: usize| {
         let out_ptr = out_ptr;
         let (bg, k) = (t / bands, t % bands);
         let (b, g) = (bg / geo.groups, bg % geo.groups);
         let (p0, p1) = (k * band, ((k + 1) * band).min(geo.ho));
         let n = (p1 - p0) * geo.wo;
-        let mut cols = scratch::<T>(rows * n);
         for r in 0..rows {
             im2col_row(x, geo, g, b, p0, p1, r, &mut cols[r * n..(r + 1) * n]);
         }
@@ -519,13 +496,17 @@ where
             );
         }
     };
+    let block = || scratch::<T>(rows * band * geo.wo);
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        (0..tasks).into_par_iter().for_each(task);
+        (0..tasks).into_par_iter().for_each_init(block, task);
     }
     #[cfg(not(feature = "rayon"))]
-    (0..tasks).for_each(task);
+    {
+        let mut cols = block();
+        (0..tasks).for_each(|t| task(&mut cols, t));
+    }
 }
 
 /// Gradient of a 2-D convolution with respect to its weight, `[c_out, c_in/groups, kh, kw]`.

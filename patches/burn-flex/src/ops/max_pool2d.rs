@@ -13,6 +13,7 @@ use burn_backend::Element;
 use burn_std::{Bytes, Shape};
 use num_traits::Float;
 
+use super::par_chunks::for_each_chunk_with_scratch;
 use crate::{FlexTensor, Layout};
 
 #[inline(always)]
@@ -56,7 +57,7 @@ pub(crate) fn max_pool2d_typed<T>(
     ceil_mode: bool,
 ) -> FlexTensor
 where
-    T: Float + Element + bytemuck::Pod + Send + Sync,
+    T: Float + Element + bytemuck::Pod + Send + Sync + Default,
 {
     let x = x.to_contiguous();
     let shape = x.layout().shape();
@@ -72,9 +73,9 @@ where
     let data: &[T] = x.storage();
     let mut out: Vec<T> = alloc::vec![T::neg_infinity(); n * c * oh * ow];
 
-    let plane = |p: usize, dst: &mut [T]| {
+    // `rowmax`: one row of per-column maxima, allocated once per worker thread
+    let plane = |p: usize, dst: &mut [T], rowmax: &mut Vec<T>| {
         let src = &data[p * h * w..(p + 1) * h * w];
-        let mut rowmax: Vec<T> = alloc::vec![T::neg_infinity(); w];
         for (r, rows) in row_taps.iter().enumerate() {
             rowmax.fill(T::neg_infinity());
             for &ih in rows {
@@ -88,20 +89,7 @@ where
             }
         }
     };
-    let plane_len = oh * ow;
-    if plane_len > 0 {
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(plane_len)
-                .enumerate()
-                .for_each(|(p, dst)| plane(p, dst));
-        }
-        #[cfg(not(feature = "rayon"))]
-        out.chunks_mut(plane_len)
-            .enumerate()
-            .for_each(|(p, dst)| plane(p, dst));
-    }
+    for_each_chunk_with_scratch(&mut out, oh * ow, w, plane);
     FlexTensor::new(
         Bytes::from_elems(out),
         Layout::contiguous(Shape::new([n, c, oh, ow])),

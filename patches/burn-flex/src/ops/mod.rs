@@ -100,6 +100,7 @@ pub mod conv;
 pub(crate) mod conv2d_im2col;
 pub(crate) mod batch_norm;
 pub(crate) mod max_pool2d;
+pub(crate) mod par_chunks;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
