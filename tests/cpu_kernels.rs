@@ -3,6 +3,10 @@
 //! shapes the networks use (1x1, 3x3, 1x7/7x1, stride 2, TF-SAME asymmetric padding) and
 //! for dilation, groups and batches larger than one im2col chunk.
 
+// the allocator of the `facenet` binary, so that timings see the same allocation costs
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -303,4 +307,117 @@ fn channel_slices_copy_exactly() {
         let want: Vec<f32> = (0..n).flat_map(|b| xv[(b * c + 1) * h * w..(b * c + 4) * h * w].to_vec()).collect();
         assert_eq!(got, want, "{n}x{c}x{h}x{w}");
     }
+}
+
+/// Per-layer speed of the convolutions of Inception-ResNet-v1 at batch 32, 160x160
+/// (forward, and forward + both gradients), in GFLOP/s. A benchmark, not a test:
+/// `cargo test --release --test cpu_kernels -- --ignored --nocapture conv_layer_speed`.
+#[test]
+#[ignore]
+fn conv_layer_speed() {
+    use std::time::Instant;
+    let batch: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    // (name, count, c_in, hw, c_out, k, stride, pad(begin,end) per axis)
+    type L = (&'static str, usize, usize, [usize; 2], usize, [usize; 2], [usize; 2], [(usize, usize); 2]);
+    let z = [(0, 0), (0, 0)];
+    let s1 = [(1, 1), (1, 1)];
+    let layers: Vec<L> = vec![
+        ("stem1 3x3s2", 1, 3, [160, 160], 32, [3, 3], [2, 2], z),
+        ("stem2 3x3", 1, 32, [79, 79], 32, [3, 3], [1, 1], z),
+        ("stem3 3x3same", 1, 32, [77, 77], 64, [3, 3], [1, 1], s1),
+        ("stem5 1x1", 1, 64, [38, 38], 80, [1, 1], [1, 1], z),
+        ("stem6 3x3", 1, 80, [38, 38], 192, [3, 3], [1, 1], z),
+        ("stem7 3x3s2", 1, 192, [36, 36], 256, [3, 3], [2, 2], z),
+        ("b35 1x1 256-32", 15, 256, [17, 17], 32, [1, 1], [1, 1], z),
+        ("b35 3x3 32-32", 15, 32, [17, 17], 32, [3, 3], [1, 1], s1),
+        ("b35 up 96-256", 5, 96, [17, 17], 256, [1, 1], [1, 1], z),
+        ("redA 3x3s2 256-384", 1, 256, [17, 17], 384, [3, 3], [2, 2], z),
+        ("redA 1x1 256-192", 1, 256, [17, 17], 192, [1, 1], [1, 1], z),
+        ("redA 3x3 192-192", 1, 192, [17, 17], 192, [3, 3], [1, 1], s1),
+        ("redA 3x3s2 192-256", 1, 192, [17, 17], 256, [3, 3], [2, 2], z),
+        ("b17 1x1 896-128", 20, 896, [8, 8], 128, [1, 1], [1, 1], z),
+        ("b17 1x7 128", 10, 128, [8, 8], 128, [1, 7], [1, 1], [(0, 0), (3, 3)]),
+        ("b17 7x1 128", 10, 128, [8, 8], 128, [7, 1], [1, 1], [(3, 3), (0, 0)]),
+        ("b17 up 256-896", 10, 256, [8, 8], 896, [1, 1], [1, 1], z),
+        ("redB 1x1 896-256", 3, 896, [8, 8], 256, [1, 1], [1, 1], z),
+        ("redB 3x3s2 256-384", 1, 256, [8, 8], 384, [3, 3], [2, 2], z),
+        ("redB 3x3s2 256-256", 2, 256, [8, 8], 256, [3, 3], [2, 2], z),
+        ("redB 3x3 256-256", 1, 256, [8, 8], 256, [3, 3], [1, 1], s1),
+        ("b8 1x1 1792-192", 12, 1792, [3, 3], 192, [1, 1], [1, 1], z),
+        ("b8 1x3 192", 6, 192, [3, 3], 192, [1, 3], [1, 1], [(0, 0), (1, 1)]),
+        ("b8 3x1 192", 6, 192, [3, 3], 192, [3, 1], [1, 1], [(1, 1), (0, 0)]),
+        ("b8 up 384-1792", 6, 384, [3, 3], 1792, [1, 1], [1, 1], z),
+    ];
+    let device = Device::flex();
+    let ad = Device::flex().autodiff();
+    let (mut tf, mut tb, mut flops) = (0.0, 0.0, 0.0);
+    println!("{:<22} {:>3} {:>9} {:>7} {:>9} {:>7}", "layer", "n", "fwd ms", "GF/s", "f+b ms", "GF/s");
+    let only = std::env::var("LAYER").ok();
+    for (name, count, c_in, [h, w], c_out, k, stride, pad) in layers {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let case = Case { batch, c_in, h, w, c_out, k, stride, pad, dilation: [1, 1], groups: 1 };
+        let [ho, wo] = case.out();
+        let f = 2.0 * (batch * c_out * ho * wo * c_in * k[0] * k[1]) as f64;
+        let options = ConvOptions::new_with_padding(stride, pad, [1, 1], 1);
+        let xv = values(batch * c_in * h * w, 1);
+        let wv = values(c_out * c_in * k[0] * k[1], 2);
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [batch, c_in, h, w]), &device);
+        let wt = Tensor::<4>::from_data(TensorData::new(wv.clone(), [c_out, c_in, k[0], k[1]]), &device);
+        let reps = 5;
+        let mut best_f = f64::MAX;
+        for _ in 0..reps {
+            let t = Instant::now();
+            let y = conv2d(x.clone(), wt.clone(), None, options.clone());
+            let _ = y.into_data();
+            best_f = best_f.min(t.elapsed().as_secs_f64());
+        }
+        let xa = Tensor::<4>::from_data(TensorData::new(xv, [batch, c_in, h, w]), &ad).require_grad();
+        let wa = Tensor::<4>::from_data(TensorData::new(wv, [c_out, c_in, k[0], k[1]]), &ad).require_grad();
+        // fwd + the gradient of x only, of w only, of both
+        let timed = |gx: bool, gw: bool| {
+            let xa = if gx { xa.clone() } else { xa.clone().detach() };
+            let wa = if gw { wa.clone() } else { wa.clone().detach() };
+            let mut best = f64::MAX;
+            for _ in 0..reps {
+                let t = Instant::now();
+                let y = conv2d(xa.clone(), wa.clone(), None, options.clone());
+                let grads = y.sum().backward();
+                if gx {
+                    let _ = xa.grad(&grads).unwrap().into_data();
+                }
+                if gw {
+                    let _ = wa.grad(&grads).unwrap().into_data();
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best
+        };
+        let (bx, bw, best_b) = match std::env::var("GRAD").as_deref() {
+            Ok("x") => (timed(true, false), 0.0, 0.0),
+            Ok("w") => (0.0, timed(false, true), 0.0),
+            _ => (timed(true, false), timed(false, true), timed(true, true)),
+        };
+        println!(
+            "{name:<22} {count:>3} {:>9.2} {:>7.1} {:>9.2} {:>7.1}   dx {:>6.2} ms dw {:>6.2} ms",
+            best_f * 1e3,
+            f / best_f / 1e9,
+            best_b * 1e3,
+            3.0 * f / best_b / 1e9,
+            (bx - best_f) * 1e3,
+            (bw - best_f) * 1e3
+        );
+        tf += best_f * count as f64;
+        tb += best_b * count as f64;
+        flops += f * count as f64;
+    }
+    println!(
+        "total: fwd {:.0} ms ({:.1} GF/s), fwd+bwd {:.0} ms ({:.1} GF/s), {:.2} GFLOP/image fwd",
+        tf * 1e3,
+        flops / tf / 1e9,
+        tb * 1e3,
+        3.0 * flops / tb / 1e9,
+        flops / batch as f64 / 1e9
+    );
 }

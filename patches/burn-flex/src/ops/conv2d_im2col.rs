@@ -335,7 +335,8 @@ fn col2im<T: Float + Send + Sync>(
 }
 
 /// Whether the im2col path is the better one for this forward convolution: flex's
-/// own 1x1 (no im2col at all) and depthwise kernels stay in charge of theirs.
+/// own 1x1 kernel (no im2col at all, one GEMM per image, images in parallel) and
+/// depthwise kernels stay in charge of theirs.
 pub(crate) fn prefers_forward(w_shape: &[usize], options: &ConvOptions<2>) -> bool {
     let pointwise = w_shape[2] == 1
         && w_shape[3] == 1
@@ -368,69 +369,13 @@ where
     let x_data: &[T] = x.storage();
     let w_data: &[T] = weight.storage();
 
-    let rows = geo.rows();
-    let s = geo.spatial_out();
-    let mut out = scratch::<T>(geo.batch * geo.c_out * s);
-    if rows * s > BAND_THRESHOLD {
-        forward_banded(x_data, w_data, &geo, &mut out);
-        return finish_forward(out, bias, &geo, grad_shape);
-    }
-    let chunk = geo.chunk_images();
-    let mut cols = scratch::<T>(rows * chunk * s);
-
-    let mut b0 = 0;
-    while b0 < geo.batch {
-        let nb = chunk.min(geo.batch - b0);
-        let ld = nb * s;
-        for g in 0..geo.groups {
-            im2col(x_data, &geo, g, b0, nb, &mut cols);
-            for bi in 0..nb {
-                // out[b, g*og.., :][og x s] = W_g[og x rows] * cols[:, bi*s..][rows x s]
-                unsafe {
-                    gemm_strided(
-                        geo.og,
-                        s,
-                        rows,
-                        out.as_mut_ptr().add(((b0 + bi) * geo.c_out + g * geo.og) * s),
-                        s,
-                        1,
-                        false,
-                        w_data.as_ptr().add(g * geo.og * rows),
-                        rows,
-                        1,
-                        cols.as_ptr().add(bi * s),
-                        ld,
-                        1,
-                    );
-                }
-            }
-        }
-        b0 += nb;
-    }
-    finish_forward(out, bias, &geo, grad_shape)
-}
-
-/// Adds the bias and wraps the output of a forward convolution.
-fn finish_forward<T>(
-    mut out: Vec<T>,
-    bias: Option<FlexTensor>,
-    geo: &Geometry,
-    shape: [usize; 4],
-) -> FlexTensor
-where
-    T: Float + Element + bytemuck::Pod + Send + Sync + 'static,
-{
-    if let Some(bias) = bias {
-        let bias = bias.to_contiguous();
-        let b: &[T] = bias.storage();
-        for_each_chunk(&mut out, geo.spatial_out(), |plane, o| {
-            let v = b[plane % geo.c_out];
-            o.iter_mut().for_each(|e| *e = *e + v);
-        });
-    }
+    let bias = bias.map(|b| b.to_contiguous());
+    let b_data: Option<&[T]> = bias.as_ref().map(|b| b.storage());
+    let mut out = scratch::<T>(geo.batch * geo.c_out * geo.spatial_out());
+    forward_tasks(x_data, w_data, b_data, &geo, &mut out);
     FlexTensor::new(
         Bytes::from_elems(out),
-        Layout::contiguous(Shape::from(shape.to_vec())),
+        Layout::contiguous(Shape::from(grad_shape.to_vec())),
         T::dtype(),
     )
 }
@@ -448,18 +393,31 @@ struct OutPtr<T>(*mut T);
 unsafe impl<T> Send for OutPtr<T> {}
 unsafe impl<T> Sync for OutPtr<T> {}
 
-/// Forward convolution as independent (image, group, band of output rows) tasks, each
-/// building a cache-sized im2col block and running a single-threaded GEMM that
-/// writes straight into its rows of the output.
-fn forward_banded<T>(x: &[T], w: &[T], geo: &Geometry, out: &mut [T])
+/// Forward convolution as independent (image, group, band of output rows) tasks run in
+/// parallel, each building the im2col block of its band (the whole image unless the image
+/// is large; then a cache-sized band) and running one single-threaded GEMM that writes
+/// straight into its rows of the output, bias included. With fewer tasks than twice the
+/// workers the GEMMs themselves run in parallel instead.
+///
+/// (Per-image GEMMs one after the other, each split over the workers, left the cores
+/// idle at the synchronisation points of the many small GEMMs of a batch of small feature
+/// maps: 8x8 or 3x3 in Inception-ResNet-v1, 24x24 crops in MTCNN.)
+fn forward_tasks<T>(x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geometry, out: &mut [T])
 where
     T: Float + Send + Sync + 'static,
 {
     let rows = geo.rows();
     let s = geo.spatial_out();
-    let band = (BAND_ELEMS / (rows * geo.wo).max(1)).clamp(1, geo.ho.max(1));
+    let band_elems = if rows * s > BAND_THRESHOLD { BAND_ELEMS } else { usize::MAX };
+    let band = (band_elems / (rows * geo.wo).max(1)).clamp(1, geo.ho.max(1));
     let bands = geo.ho.div_ceil(band);
     let tasks = geo.batch * geo.groups * bands;
+    // enough tasks to keep every worker busy: one single-threaded GEMM per task
+    let parallelism = if tasks >= 2 * threads() {
+        gemm::Parallelism::None
+    } else {
+        parallelism(geo.og, band * geo.wo, rows)
+    };
     let out_ptr = OutPtr(out.as_mut_ptr());
     // `cols` is one im2col block, allocated once per worker thread
     let task = move |cols: &mut Vec<T>, t: usize| {
@@ -471,16 +429,24 @@ where
         for r in 0..rows {
             im2col_row(x, geo, g, b, p0, p1, r, &mut cols[r * n..(r + 1) * n]);
         }
-        // out[b, g*og + o, p0.., :] = W_g[og x rows] * cols[rows x n]
+        let dst = unsafe { out_ptr.0.add((b * geo.c_out + g * geo.og) * s + p0 * geo.wo) };
+        if let Some(bias) = bias {
+            for o in 0..geo.og {
+                // SAFETY: rows p0..p1 of plane (b, g*og + o) belong to this task only
+                let row = unsafe { core::slice::from_raw_parts_mut(dst.add(o * s), n) };
+                row.fill(bias[g * geo.og + o]);
+            }
+        }
+        // out[b, g*og + o, p0.., :] (= bias +) W_g[og x rows] * cols[rows x n]
         unsafe {
             gemm::gemm(
                 geo.og,
                 n,
                 rows,
-                out_ptr.0.add((b * geo.c_out + g * geo.og) * s + p0 * geo.wo),
+                dst,
                 1,
                 s as isize,
-                false,
+                bias.is_some(),
                 w.as_ptr().add(g * geo.og * rows),
                 1,
                 rows as isize,
@@ -492,7 +458,7 @@ where
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                parallelism,
             );
         }
     };
@@ -655,4 +621,16 @@ where
 /// Whether `dtype` has a native path here (half types go through f32).
 pub(crate) fn is_native(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F64)
+}
+
+/// Worker threads of the current pool (1 without `rayon`).
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
 }

@@ -38,14 +38,24 @@ fn out_size(input: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) ->
     }
 }
 
-/// Input coordinates of the valid taps of output position `o` on one axis.
-fn taps(o: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<usize> {
-    (0..k)
-        .filter_map(|t| {
-            let i = (o * s + t * d) as isize - p as isize;
-            (i >= 0 && (i as usize) < input).then_some(i as usize)
-        })
-        .collect()
+/// The valid taps of output position `o` on one axis: input coordinates
+/// `first, first + d, ...`, `count` of them (they are consecutive taps of the window).
+#[derive(Clone, Copy)]
+struct Taps {
+    first: usize,
+    count: usize,
+}
+
+fn taps(o: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Taps {
+    let coord = |t: usize| (o * s + t * d) as isize - p as isize;
+    let valid = |t: &usize| coord(*t) >= 0 && (coord(*t) as usize) < input;
+    match (0..k).find(valid) {
+        Some(lo) => {
+            let count = (lo..k).take_while(valid).count();
+            Taps { first: coord(lo) as usize, count }
+        }
+        None => Taps { first: 0, count: 0 },
+    }
 }
 
 pub(crate) fn max_pool2d_typed<T>(
@@ -64,28 +74,41 @@ where
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     let oh = out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode);
     let ow = out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode);
-    let row_taps: Vec<Vec<usize>> = (0..oh)
+    let row_taps: Vec<Taps> = (0..oh)
         .map(|o| taps(o, h, kernel[0], stride[0], padding[0], dilation[0]))
         .collect();
-    let col_taps: Vec<Vec<usize>> = (0..ow)
+    let col_taps: Vec<Taps> = (0..ow)
         .map(|o| taps(o, w, kernel[1], stride[1], padding[1], dilation[1]))
         .collect();
+    let (dh, dw) = (dilation[0], dilation[1]);
     let data: &[T] = x.storage();
-    let mut out: Vec<T> = alloc::vec![T::neg_infinity(); n * c * oh * ow];
+    let len = n * c * oh * ow;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    // SAFETY: `T` is a plain float type and `plane` writes every output element.
+    unsafe { out.set_len(len) };
 
     // `rowmax`: one row of per-column maxima, allocated once per worker thread
     let plane = |p: usize, dst: &mut [T], rowmax: &mut Vec<T>| {
         let src = &data[p * h * w..(p + 1) * h * w];
         for (r, rows) in row_taps.iter().enumerate() {
-            rowmax.fill(T::neg_infinity());
-            for &ih in rows {
+            let out_row = &mut dst[r * ow..(r + 1) * ow];
+            if rows.count == 0 {
+                out_row.fill(T::neg_infinity());
+                continue;
+            }
+            rowmax.copy_from_slice(&src[rows.first * w..(rows.first + 1) * w]);
+            for t in 1..rows.count {
+                let ih = rows.first + t * dh;
                 for (m, v) in rowmax.iter_mut().zip(&src[ih * w..(ih + 1) * w]) {
                     *m = max_nan(*m, *v);
                 }
             }
-            let out_row = &mut dst[r * ow..(r + 1) * ow];
             for (o, cols) in out_row.iter_mut().zip(&col_taps) {
-                *o = cols.iter().fold(T::neg_infinity(), |m, &iw| max_nan(m, rowmax[iw]));
+                let mut m = T::neg_infinity();
+                for t in 0..cols.count {
+                    m = max_nan(m, rowmax[cols.first + t * dw]);
+                }
+                *o = m;
             }
         }
     };
