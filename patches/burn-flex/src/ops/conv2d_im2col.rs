@@ -34,6 +34,10 @@ use crate::{FlexTensor, Layout};
 /// images): 4 Mi elements, 16 MiB in f32.
 const CHUNK_ELEMS: usize = 1 << 22;
 
+/// Target elements of the im2col block of one backward task: 1 Mi (4 MiB in f32).
+#[cfg(feature = "rayon")]
+const TASK_ELEMS: usize = 1 << 20;
+
 /// Below this many multiply-adds a GEMM runs on the calling thread.
 const PARALLEL_GEMM_FLOPS: usize = 128 * 128 * 128;
 
@@ -95,6 +99,19 @@ impl Geometry {
 
     fn spatial_out(&self) -> usize {
         self.ho * self.wo
+    }
+
+    /// Images per task when a backward pass runs as parallel tasks, one image range per
+    /// task with its own im2col block (at most `TASK_ELEMS` unless one image is larger) and
+    /// single-threaded GEMMs, at least one task per worker; `None` for one worker or image.
+    #[cfg(feature = "rayon")]
+    fn task_images(&self) -> Option<usize> {
+        let workers = threads();
+        if workers < 2 || self.batch < 2 {
+            return None;
+        }
+        let per_image = (self.rows() * self.spatial_out()).max(1);
+        Some((TASK_ELEMS / per_image).clamp(1, self.batch.div_ceil(workers)))
     }
 
     /// Images per chunk so that the im2col matrix stays under `CHUNK_ELEMS`.
@@ -159,6 +176,7 @@ unsafe fn gemm_strided<T: Float + 'static>(
     rhs: *const T,
     rhs_rs: usize,
     rhs_cs: usize,
+    par: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -183,7 +201,7 @@ unsafe fn gemm_strided<T: Float + 'static>(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            par,
         );
     }
 }
@@ -282,20 +300,18 @@ fn im2col<T: Float + Send + Sync>(
     });
 }
 
-/// Adds the im2col-shaped `cols` of images `b0..b0+nb`, group `g`, back into
-/// `dx` (`[batch, c_in, h, w]`).
+/// Adds the im2col-shaped `cols` of `nb` images, group `g`, back into their input
+/// gradient planes `region` (`[nb, c_in, h, w]`).
 fn col2im<T: Float + Send + Sync>(
     cols: &[T],
     geo: &Geometry,
     g: usize,
-    b0: usize,
     nb: usize,
-    dx: &mut [T],
+    region: &mut [T],
 ) {
     let s = geo.spatial_out();
     let ld = nb * s;
     let plane = geo.h * geo.w;
-    let region = &mut dx[b0 * geo.c_in * plane..(b0 + nb) * geo.c_in * plane];
     for_each_chunk(region, plane, |idx, out| {
         let bi = idx / geo.c_in;
         let channel = idx % geo.c_in;
@@ -494,6 +510,11 @@ where
 
     let rows = geo.rows();
     let s = geo.spatial_out();
+    #[cfg(feature = "rayon")]
+    if let Some(nb) = geo.task_images() {
+        let dw = weight_backward_tasks(x_data, g_data, &geo, nb);
+        return FlexTensor::new(Bytes::from_elems(dw), Layout::contiguous(w_shape), T::dtype());
+    }
     let mut dw = vec![T::zero(); geo.c_out * rows];
     let chunk = geo.chunk_images();
     let mut cols = scratch::<T>(rows * chunk * s);
@@ -523,6 +544,7 @@ where
                     cols.as_ptr(),
                     1,
                     k,
+                    parallelism(geo.og, rows, k),
                 );
             }
         }
@@ -557,6 +579,11 @@ where
     let rows = geo.rows();
     let s = geo.spatial_out();
     let mut dx = vec![T::zero(); geo.batch * geo.c_in * geo.h * geo.w];
+    #[cfg(feature = "rayon")]
+    if let Some(nb) = geo.task_images() {
+        x_backward_tasks(w_data, g_data, &geo, nb, &mut dx);
+        return FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype());
+    }
     let chunk = geo.chunk_images();
     let mut cols = scratch::<T>(rows * chunk * s);
     let mut packed = scratch::<T>(geo.og * chunk * s);
@@ -583,14 +610,117 @@ where
                     packed.as_ptr(),
                     n,
                     1,
+                    parallelism(rows, n, geo.og),
                 );
             }
-            col2im(&cols, &geo, g, b0, nb, &mut dx);
+            let img = geo.c_in * geo.h * geo.w;
+            col2im(&cols, &geo, g, nb, &mut dx[b0 * img..(b0 + nb) * img]);
         }
         b0 += nb;
     }
 
     FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype())
+}
+
+/// Weight gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): each
+/// worker accumulates its own partial `dW` with single-threaded GEMMs, then the partials are
+/// summed. With a small `c_out x rows` output and a long `K = images x pixels` (the large
+/// early layers) one shared GEMM splits its output into too few blocks to keep every worker
+/// busy; splitting `K` instead does.
+#[cfg(feature = "rayon")]
+fn weight_backward_tasks<T>(x: &[T], grad: &[T], geo: &Geometry, nb: usize) -> Vec<T>
+where
+    T: Float + Send + Sync + 'static,
+{
+    use rayon::prelude::*;
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let tasks = geo.batch.div_ceil(nb);
+    let init = || (scratch::<T>(rows * nb * s), scratch::<T>(geo.og * nb * s), vec![T::zero(); geo.c_out * rows]);
+    let partials: Vec<Vec<T>> = (0..tasks)
+        .into_par_iter()
+        .fold(init, |(mut cols, mut packed, mut dw), t| {
+            let b0 = t * nb;
+            let n = nb.min(geo.batch - b0);
+            let k = n * s;
+            for g in 0..geo.groups {
+                im2col(x, geo, g, b0, n, &mut cols);
+                pack_grad(grad, geo, g, b0, n, &mut packed);
+                // dW_g[og x rows] += packed[og x k] * cols^T[k x rows]
+                unsafe {
+                    gemm_strided(
+                        geo.og,
+                        rows,
+                        k,
+                        dw.as_mut_ptr().add(g * geo.og * rows),
+                        rows,
+                        1,
+                        true,
+                        packed.as_ptr(),
+                        k,
+                        1,
+                        cols.as_ptr(),
+                        1,
+                        k,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            (cols, packed, dw)
+        })
+        .map(|(_, _, dw)| dw)
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); geo.c_out * rows]);
+    for part in parts {
+        dw.iter_mut().zip(&part).for_each(|(a, b)| *a = *a + *b);
+    }
+    dw
+}
+
+/// Input gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): each
+/// task packs its images' output gradient, runs one single-threaded GEMM and adds the
+/// columns back into its own images' planes of `dx` (zero on entry).
+#[cfg(feature = "rayon")]
+fn x_backward_tasks<T>(w: &[T], grad: &[T], geo: &Geometry, nb: usize, dx: &mut [T])
+where
+    T: Float + Send + Sync + 'static,
+{
+    use rayon::prelude::*;
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let img = geo.c_in * geo.h * geo.w;
+    let init = || (scratch::<T>(rows * nb * s), scratch::<T>(geo.og * nb * s));
+    dx.par_chunks_mut(nb * img)
+        .enumerate()
+        .for_each_init(init, |(cols, packed), (t, region)| {
+            let b0 = t * nb;
+            let n = region.len() / img;
+            let ld = n * s;
+            for g in 0..geo.groups {
+                pack_grad(grad, geo, g, b0, n, packed);
+                // cols[rows x ld] = W_g^T[rows x og] * packed[og x ld]
+                unsafe {
+                    gemm_strided(
+                        rows,
+                        ld,
+                        geo.og,
+                        cols.as_mut_ptr(),
+                        ld,
+                        1,
+                        false,
+                        w.as_ptr().add(g * geo.og * rows),
+                        1,
+                        rows,
+                        packed.as_ptr(),
+                        ld,
+                        1,
+                        gemm::Parallelism::None,
+                    );
+                }
+                col2im(cols, geo, g, n, region);
+            }
+        });
 }
 
 /// Gradient of a convolution's bias: the output gradient summed over batch and space.
