@@ -321,19 +321,19 @@ impl Mtcnn {
     fn crops(&self, img: &[u8], w: usize, h: usize, rects: &[Rect], size: usize) -> Tensor<4> {
         let n = rects.len();
         let mut data = vec![0f32; n * 3 * size * size];
-        for (b, r) in rects.iter().enumerate() {
-            let Some(win) = boxes::window(*r) else { continue };
+        // one crop per task: crop sizes vary widely, so whole batches would not balance
+        data.par_chunks_mut(3 * size * size).zip(rects).for_each(|(out, r)| {
+            let Some(win) = boxes::window(*r) else { return };
             let crop = crop_padded(img, w, h, win);
             let small = pyramid::resize_area_f64(&crop, win.w as usize, win.h as usize, 3, size, size);
-            let base = b * 3 * size * size;
             for y in 0..size {
                 for x in 0..size {
                     for c in 0..3 {
-                        data[base + (c * size + y) * size + x] = norm(small[(y * size + x) * 3 + c]);
+                        out[(c * size + y) * size + x] = norm(small[(y * size + x) * 3 + c]);
                     }
                 }
             }
-        }
+        });
         Tensor::<4>::from_data(TensorData::new(data, [n, 3, size, size]), self.device())
     }
 }

@@ -508,55 +508,20 @@ where
     let x_data: &[T] = x.storage();
     let g_data: &[T] = grad.storage();
 
-    let rows = geo.rows();
-    let s = geo.spatial_out();
     #[cfg(feature = "rayon")]
     if let Some(nb) = geo.task_images() {
         let dw = weight_backward_tasks(x_data, g_data, &geo, nb);
         return FlexTensor::new(Bytes::from_elems(dw), Layout::contiguous(w_shape), T::dtype());
     }
-    let mut dw = vec![T::zero(); geo.c_out * rows];
+    // one image range after the other, each GEMM split over the workers
+    let mut dw = vec![T::zero(); geo.c_out * geo.rows()];
     let chunk = geo.chunk_images();
-    let mut cols = scratch::<T>(rows * chunk * s);
-    let mut packed = scratch::<T>(geo.og * chunk * s);
-
-    let mut first = true;
-    let mut b0 = 0;
-    while b0 < geo.batch {
-        let nb = chunk.min(geo.batch - b0);
-        let k = nb * s;
-        for g in 0..geo.groups {
-            im2col(x_data, &geo, g, b0, nb, &mut cols);
-            pack_grad(g_data, &geo, g, b0, nb, &mut packed);
-            // dW_g[og x rows] (+)= packed[og x k] * cols^T[k x rows]
-            unsafe {
-                gemm_strided(
-                    geo.og,
-                    rows,
-                    k,
-                    dw.as_mut_ptr().add(g * geo.og * rows),
-                    rows,
-                    1,
-                    !first,
-                    packed.as_ptr(),
-                    k,
-                    1,
-                    cols.as_ptr(),
-                    1,
-                    k,
-                    parallelism(geo.og, rows, k),
-                );
-            }
-        }
-        first = false;
-        b0 += nb;
+    let mut scratch = RangeScratch::new(&geo, chunk);
+    for b0 in (0..geo.batch).step_by(chunk) {
+        let n = chunk.min(geo.batch - b0);
+        weight_grad_range(x_data, g_data, &geo, b0, n, &mut scratch, &mut dw, b0 > 0, true);
     }
-
-    FlexTensor::new(
-        Bytes::from_elems(dw),
-        Layout::contiguous(w_shape),
-        T::dtype(),
-    )
+    FlexTensor::new(Bytes::from_elems(dw), Layout::contiguous(w_shape), T::dtype())
 }
 
 /// Gradient of a 2-D convolution with respect to its input, `[batch, c_in, h, w]`.
@@ -576,50 +541,116 @@ where
     let w_data: &[T] = weight.storage();
     let g_data: &[T] = grad.storage();
 
-    let rows = geo.rows();
-    let s = geo.spatial_out();
     let mut dx = vec![T::zero(); geo.batch * geo.c_in * geo.h * geo.w];
     #[cfg(feature = "rayon")]
     if let Some(nb) = geo.task_images() {
         x_backward_tasks(w_data, g_data, &geo, nb, &mut dx);
         return FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype());
     }
+    // one image range after the other, each GEMM split over the workers
     let chunk = geo.chunk_images();
-    let mut cols = scratch::<T>(rows * chunk * s);
-    let mut packed = scratch::<T>(geo.og * chunk * s);
-
-    let mut b0 = 0;
-    while b0 < geo.batch {
-        let nb = chunk.min(geo.batch - b0);
-        let n = nb * s;
-        for g in 0..geo.groups {
-            pack_grad(g_data, &geo, g, b0, nb, &mut packed);
-            // cols[rows x n] = W_g^T[rows x og] * packed[og x n]
-            unsafe {
-                gemm_strided(
-                    rows,
-                    n,
-                    geo.og,
-                    cols.as_mut_ptr(),
-                    n,
-                    1,
-                    false,
-                    w_data.as_ptr().add(g * geo.og * rows),
-                    1,
-                    rows,
-                    packed.as_ptr(),
-                    n,
-                    1,
-                    parallelism(rows, n, geo.og),
-                );
-            }
-            let img = geo.c_in * geo.h * geo.w;
-            col2im(&cols, &geo, g, nb, &mut dx[b0 * img..(b0 + nb) * img]);
-        }
-        b0 += nb;
+    let img = geo.c_in * geo.h * geo.w;
+    let mut scratch = RangeScratch::new(&geo, chunk);
+    for (t, region) in dx.chunks_mut(chunk * img).enumerate() {
+        x_grad_range(w_data, g_data, &geo, t * chunk, &mut scratch, region, true);
     }
-
     FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype())
+}
+
+/// Scratch for the backward passes of a range of up to `nb` images: its im2col block
+/// (`rows x nb*s`) and its packed output gradient (`og x nb*s`).
+struct RangeScratch<T> {
+    cols: Vec<T>,
+    packed: Vec<T>,
+}
+
+impl<T: Float> RangeScratch<T> {
+    fn new(geo: &Geometry, nb: usize) -> Self {
+        let s = geo.spatial_out();
+        Self { cols: scratch(geo.rows() * nb * s), packed: scratch(geo.og * nb * s) }
+    }
+}
+
+/// `dW (+)= ` the weight gradient of images `b0..b0+n`, all groups (`dW` overwritten unless
+/// `accumulate`); the GEMMs split over the workers when `split`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_range<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    grad: &[T],
+    geo: &Geometry,
+    b0: usize,
+    n: usize,
+    scratch: &mut RangeScratch<T>,
+    dw: &mut [T],
+    accumulate: bool,
+    split: bool,
+) {
+    let rows = geo.rows();
+    let k = n * geo.spatial_out();
+    let par = if split { parallelism(geo.og, rows, k) } else { gemm::Parallelism::None };
+    for g in 0..geo.groups {
+        im2col(x, geo, g, b0, n, &mut scratch.cols);
+        pack_grad(grad, geo, g, b0, n, &mut scratch.packed);
+        // dW_g[og x rows] (+)= packed[og x k] * cols^T[k x rows]
+        unsafe {
+            gemm_strided(
+                geo.og,
+                rows,
+                k,
+                dw.as_mut_ptr().add(g * geo.og * rows),
+                rows,
+                1,
+                accumulate,
+                scratch.packed.as_ptr(),
+                k,
+                1,
+                scratch.cols.as_ptr(),
+                1,
+                k,
+                par,
+            );
+        }
+    }
+}
+
+/// Adds the input gradient of the images `b0..` whose planes `region` holds (a whole number
+/// of images, zero on entry), all groups; the GEMMs split over the workers when `split`.
+fn x_grad_range<T: Float + Send + Sync + 'static>(
+    w: &[T],
+    grad: &[T],
+    geo: &Geometry,
+    b0: usize,
+    scratch: &mut RangeScratch<T>,
+    region: &mut [T],
+    split: bool,
+) {
+    let rows = geo.rows();
+    let n = region.len() / (geo.c_in * geo.h * geo.w);
+    let ld = n * geo.spatial_out();
+    let par = if split { parallelism(rows, ld, geo.og) } else { gemm::Parallelism::None };
+    for g in 0..geo.groups {
+        pack_grad(grad, geo, g, b0, n, &mut scratch.packed);
+        // cols[rows x ld] = W_g^T[rows x og] * packed[og x ld]
+        unsafe {
+            gemm_strided(
+                rows,
+                ld,
+                geo.og,
+                scratch.cols.as_mut_ptr(),
+                ld,
+                1,
+                false,
+                w.as_ptr().add(g * geo.og * rows),
+                1,
+                rows,
+                scratch.packed.as_ptr(),
+                ld,
+                1,
+                par,
+            );
+        }
+        col2im(&scratch.cols, geo, g, n, region);
+    }
 }
 
 /// Weight gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): each
@@ -633,45 +664,20 @@ where
     T: Float + Send + Sync + 'static,
 {
     use rayon::prelude::*;
-    let rows = geo.rows();
-    let s = geo.spatial_out();
-    let tasks = geo.batch.div_ceil(nb);
-    let init = || (scratch::<T>(rows * nb * s), scratch::<T>(geo.og * nb * s), vec![T::zero(); geo.c_out * rows]);
-    let partials: Vec<Vec<T>> = (0..tasks)
+    let len = geo.c_out * geo.rows();
+    let init = || (RangeScratch::new(geo, nb), vec![T::zero(); len]);
+    let partials: Vec<Vec<T>> = (0..geo.batch.div_ceil(nb))
         .into_par_iter()
-        .fold(init, |(mut cols, mut packed, mut dw), t| {
+        .fold(init, |(mut scratch, mut dw), t| {
             let b0 = t * nb;
             let n = nb.min(geo.batch - b0);
-            let k = n * s;
-            for g in 0..geo.groups {
-                im2col(x, geo, g, b0, n, &mut cols);
-                pack_grad(grad, geo, g, b0, n, &mut packed);
-                // dW_g[og x rows] += packed[og x k] * cols^T[k x rows]
-                unsafe {
-                    gemm_strided(
-                        geo.og,
-                        rows,
-                        k,
-                        dw.as_mut_ptr().add(g * geo.og * rows),
-                        rows,
-                        1,
-                        true,
-                        packed.as_ptr(),
-                        k,
-                        1,
-                        cols.as_ptr(),
-                        1,
-                        k,
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-            (cols, packed, dw)
+            weight_grad_range(x, grad, geo, b0, n, &mut scratch, &mut dw, true, false);
+            (scratch, dw)
         })
-        .map(|(_, _, dw)| dw)
+        .map(|(_, dw)| dw)
         .collect();
     let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); geo.c_out * rows]);
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); len]);
     for part in parts {
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a = *a + *b);
     }
@@ -687,40 +693,13 @@ where
     T: Float + Send + Sync + 'static,
 {
     use rayon::prelude::*;
-    let rows = geo.rows();
-    let s = geo.spatial_out();
     let img = geo.c_in * geo.h * geo.w;
-    let init = || (scratch::<T>(rows * nb * s), scratch::<T>(geo.og * nb * s));
     dx.par_chunks_mut(nb * img)
         .enumerate()
-        .for_each_init(init, |(cols, packed), (t, region)| {
-            let b0 = t * nb;
-            let n = region.len() / img;
-            let ld = n * s;
-            for g in 0..geo.groups {
-                pack_grad(grad, geo, g, b0, n, packed);
-                // cols[rows x ld] = W_g^T[rows x og] * packed[og x ld]
-                unsafe {
-                    gemm_strided(
-                        rows,
-                        ld,
-                        geo.og,
-                        cols.as_mut_ptr(),
-                        ld,
-                        1,
-                        false,
-                        w.as_ptr().add(g * geo.og * rows),
-                        1,
-                        rows,
-                        packed.as_ptr(),
-                        ld,
-                        1,
-                        gemm::Parallelism::None,
-                    );
-                }
-                col2im(cols, geo, g, n, region);
-            }
-        });
+        .for_each_init(
+            || RangeScratch::new(geo, nb),
+            |scratch, (t, region)| x_grad_range(w, grad, geo, t * nb, scratch, region, false),
+        );
 }
 
 /// Gradient of a convolution's bias: the output gradient summed over batch and space.
