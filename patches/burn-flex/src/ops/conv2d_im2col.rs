@@ -1,24 +1,27 @@
-//! 2-D convolution (NCHW) and its backward passes as im2col / col2im around large GEMMs.
+//! 2-D convolution (NCHW) and its backward passes as im2col / col2im around GEMMs.
 //!
-//! Forward: `y_b = W_g * im2col(x_b)`, the im2col matrix built straight from the NCHW
-//! input (no NHWC copy), for a chunk of images at a time, rows filled in parallel,
-//! and each image's GEMM writing directly into the output.
+//! Forward: `y_b = W_g * im2col(x_b)`, the im2col block built straight from the NCHW
+//! input (no NHWC copy), as parallel tasks of one image (or one band of output rows of a
+//! large image), each with a single-threaded GEMM writing its rows of the output, bias
+//! included (see `forward_tasks`).
 //!
 //! The generic backward of `burn-backend` computes the weight gradient as a
 //! convolution whose "kernel" is the output gradient (batch and channel axes
 //! swapped). On a CPU that convolution has an output of only `kh x kw` pixels, so
 //! it degenerates into `c_in` matrix-vector products that re-read the whole output
 //! gradient once per input channel, after two full transposed copies. Here both
-//! gradients are single GEMMs per batch chunk:
+//! gradients are GEMMs over a range of images:
 //!
 //! * weight: `dW_g[o, (c,i,j)] += G_g[o, (b,p,q)] * cols[(c,i,j), (b,p,q)]^T`
 //! * input:  `cols = W_g^T * G_g`, then `col2im` adds `cols` back into `dX`.
 //!
 //! `G_g` is the output gradient of group `g` packed as `[c_out/groups, b*ho*wo]`
-//! and `cols` the im2col matrix of the input, built `CHUNK_ELEMS` at a time so
-//! memory stays bounded for large batches. Padding may be asymmetric: only the
-//! leading padding enters the index arithmetic and the output size comes from
-//! the output gradient's shape.
+//! and `cols` the im2col matrix of the range's images. With several workers the ranges
+//! are parallel tasks with single-threaded GEMMs (`TASK_ELEMS` of im2col each; partial
+//! weight gradients per worker, summed at the end); otherwise one range of `CHUNK_ELEMS`
+//! after the other with each GEMM split over the workers. Padding may be asymmetric: only
+//! the leading padding enters the index arithmetic and the output size comes from the
+//! output gradient's shape.
 
 use alloc::vec;
 use alloc::vec::Vec;
