@@ -324,8 +324,9 @@ impl Mtcnn {
         // one crop per task: crop sizes vary widely, so whole batches would not balance
         data.par_chunks_mut(3 * size * size).zip(rects).for_each(|(out, r)| {
             let Some(win) = boxes::window(*r) else { return };
-            let crop = crop_padded(img, w, h, win);
-            let small = pyramid::resize_area_f64(&crop, win.w as usize, win.h as usize, 3, size, size);
+            let (cw, ch) = (win.w as usize, win.h as usize);
+            let small = pyramid::resize_window_area_f64(img, (w, h, 3), (win.x, win.y, cw, ch), size, size)
+                .unwrap_or_else(|| pyramid::resize_area_f64(&crop_padded(img, w, h, win), cw, ch, 3, size, size));
             for y in 0..size {
                 for x in 0..size {
                     for c in 0..3 {

@@ -71,6 +71,126 @@ fn area_table(ssize: usize, dsize: usize, scale: f64) -> Vec<Tap> {
     tab
 }
 
+/// The taps of one destination index: `n` consecutive sources from `src`, weights
+/// `alphas[a..a + n]` (an area table's taps of one destination are consecutive).
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    src: usize,
+    n: usize,
+    a: usize,
+}
+
+/// An area table grouped per destination: one [`Span`] per destination index and the
+/// weights in the table's order.
+struct Spans {
+    spans: Vec<Span>,
+    alphas: Vec<f32>,
+}
+
+impl Spans {
+    fn new(ssize: usize, dsize: usize, scale: f64) -> Self {
+        let tab = area_table(ssize, dsize, scale);
+        let mut spans = vec![Span::default(); dsize];
+        for (i, t) in tab.iter().enumerate() {
+            let s = &mut spans[t.dst];
+            if s.n == 0 {
+                *s = Span { src: t.src, n: 0, a: i };
+            }
+            debug_assert_eq!(s.src + s.n, t.src, "taps of a destination are consecutive");
+            s.n += 1;
+        }
+        Spans { spans, alphas: tab.iter().map(|t| t.alpha).collect() }
+    }
+
+    /// The spans for a window whose source index 0 is `offset` in a row of `limit` pixels,
+    /// keeping only the taps inside the row. Taps outside read zeros in the reference (a
+    /// zero-padded crop), and adding `+0.0 * alpha` to a non-negative sum changes nothing, so
+    /// dropping them gives the same values.
+    fn clipped(&self, offset: i64, limit: usize) -> Vec<Span> {
+        self.spans
+            .iter()
+            .map(|s| {
+                let start = s.src as i64 + offset;
+                let lo = start.max(0);
+                let hi = (start + s.n as i64).min(limit as i64);
+                if lo >= hi {
+                    return Span::default();
+                }
+                Span { src: lo as usize, n: (hi - lo) as usize, a: s.a + (lo - start) as usize }
+            })
+            .collect()
+    }
+}
+
+/// Accumulator type of the area passes (`f32` for `u8` images, as OpenCV; `f64` for the
+/// float64 crops).
+trait Acc: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
+    fn px(v: u8) -> Self;
+    fn weight(a: f32) -> Self;
+}
+
+impl Acc for f32 {
+    #[inline(always)]
+    fn px(v: u8) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn weight(a: f32) -> Self {
+        a
+    }
+}
+
+impl Acc for f64 {
+    #[inline(always)]
+    fn px(v: u8) -> Self {
+        v as f64
+    }
+    #[inline(always)]
+    fn weight(a: f32) -> Self {
+        a as f64
+    }
+}
+
+/// Horizontal area pass of one source row (`cn` interleaved channels): each destination's
+/// taps summed in the table's order, as OpenCV's `buf[dx] += S[sx] * alpha` (same operations,
+/// same order; the sums live in registers instead of memory).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn hpass<A: Acc>(src: &[u8], cn: usize, spans: &[Span], alphas: &[f32], out: &mut [A]) {
+    if cn == 3 {
+        for (d, s) in out.chunks_exact_mut(3).zip(spans) {
+            let (px, al) = (&src[s.src * 3..(s.src + s.n) * 3], &alphas[s.a..s.a + s.n]);
+            let (mut a0, mut a1, mut a2) = (A::default(), A::default(), A::default());
+            for (p, &a) in px.chunks_exact(3).zip(al) {
+                let a = A::weight(a);
+                a0 = a0 + A::px(p[0]) * a;
+                a1 = a1 + A::px(p[1]) * a;
+                a2 = a2 + A::px(p[2]) * a;
+            }
+            d[0] = a0;
+            d[1] = a1;
+            d[2] = a2;
+        }
+        return;
+    }
+    for (d, s) in out.chunks_exact_mut(cn).zip(spans) {
+        d.fill(A::default());
+        for (k, &a) in alphas[s.a..s.a + s.n].iter().enumerate() {
+            let p = &src[(s.src + k) * cn..(s.src + k + 1) * cn];
+            for (o, &v) in d.iter_mut().zip(p) {
+                *o = *o + A::px(v) * A::weight(a);
+            }
+        }
+    }
+}
+
+/// Vertical area pass: `sum += beta * row`.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
+fn vpass<A: Acc>(sum: &mut [A], row: &[A], beta: A) {
+    for (acc, b) in sum.iter_mut().zip(row) {
+        *acc = *acc + beta * *b;
+    }
+}
+
 /// The ratio `src / dst` and whether it is an integer (OpenCV's `is_area_fast` test).
 fn ratio(s: usize, d: usize) -> (f64, Option<usize>) {
     let r = s as f64 / d as f64;
@@ -140,7 +260,7 @@ enum ShrinkMode {
     /// the current output row.
     Box { kx: usize, ky: usize, sums: Vec<u32> },
     /// OpenCV's general area averaging over the exact fractional footprint, `f32` weights.
-    Table { xtab: Vec<Tap>, ytab: Vec<Tap>, next_tap: usize, row: Vec<f32>, sum: Vec<f32>, dy: Option<usize> },
+    Table { xspans: Spans, ytab: Vec<Tap>, next_tap: usize, row: Vec<f32>, sum: Vec<f32>, dy: Option<usize> },
 }
 
 /// `cv2.resize(..., INTER_AREA)` for shrinking an 8-bit image (`dw <= sw`, `dh <= sh`), fed
@@ -166,7 +286,7 @@ impl AreaShrinkU8 {
         let mode = match (ix, iy) {
             (Some(kx), Some(ky)) => ShrinkMode::Box { kx, ky, sums: vec![0; dw * cn] },
             _ => ShrinkMode::Table {
-                xtab: area_table(sw, dw, rx),
+                xspans: Spans::new(sw, dw, rx),
                 ytab: area_table(sh, dh, ry),
                 next_tap: 0,
                 row: vec![0.0; dw * cn],
@@ -204,25 +324,11 @@ impl AreaShrinkU8 {
                     }
                 }
             }
-            ShrinkMode::Table { xtab, ytab, next_tap, row, sum, dy } => {
+            ShrinkMode::Table { xspans, ytab, next_tap, row, sum, dy } => {
                 if ytab.get(*next_tap).is_none_or(|t| t.src != r) {
                     return;
                 }
-                row.iter_mut().for_each(|v| *v = 0.0);
-                if cn == 3 {
-                    for t in xtab.iter() {
-                        let (d, p) = (&mut row[t.dst * 3..t.dst * 3 + 3], &src[t.src * 3..t.src * 3 + 3]);
-                        d[0] += p[0] as f32 * t.alpha;
-                        d[1] += p[1] as f32 * t.alpha;
-                        d[2] += p[2] as f32 * t.alpha;
-                    }
-                } else {
-                    for t in xtab.iter() {
-                        for c in 0..cn {
-                            row[t.dst * cn + c] += src[t.src * cn + c] as f32 * t.alpha;
-                        }
-                    }
-                }
+                hpass(src, cn, &xspans.spans, &xspans.alphas, row);
                 while let Some(t) = ytab.get(*next_tap).filter(|t| t.src == r) {
                     if *dy != Some(t.dst) {
                         if let Some(d) = *dy {
@@ -231,9 +337,7 @@ impl AreaShrinkU8 {
                         sum.iter_mut().for_each(|v| *v = 0.0);
                         *dy = Some(t.dst);
                     }
-                    for (acc, b) in sum.iter_mut().zip(row.iter()) {
-                        *acc += t.alpha * *b;
-                    }
+                    vpass(sum, row, t.alpha);
                     *next_tap += 1;
                 }
             }
@@ -398,6 +502,73 @@ pub fn resize_area_f64(src: &[f64], sw: usize, sh: usize, cn: usize, dw: usize, 
     linear_f64(src, sw, sh, cn, dw, dh)
 }
 
+/// `cv2.resize(crop, (dw, dh), interpolation=cv2.INTER_AREA)` of the float64 crop that
+/// covers the window `x, y, cw x ch` of an 8-bit image (`w x h x cn`), zeros where the window
+/// leaves the image (the reference's padded crop), for windows at least as large as the
+/// output (shrinking, or the same size); `None` otherwise.
+///
+/// The same values as building the crop and calling [`resize_area_f64`], read straight from
+/// the image: the sums run in the same order, and the zeros outside the image, which add
+/// `+0.0` to non-negative sums, are skipped.
+pub fn resize_window_area_f64(img: &[u8], (w, h, cn): (usize, usize, usize), (x, y, cw, ch): (i64, i64, usize, usize), dw: usize, dh: usize) -> Option<Vec<f64>> {
+    assert_eq!(img.len(), w * h * cn, "image buffer size");
+    if cw < dw || ch < dh || dw == 0 || dh == 0 {
+        return None;
+    }
+    let row_of = |r: usize| -> Option<&[u8]> {
+        let iy = y + r as i64;
+        (0..h as i64).contains(&iy).then(|| &img[iy as usize * w * cn..(iy as usize + 1) * w * cn])
+    };
+    let mut out = vec![0f64; dh * dw * cn];
+    let (ix, iy) = (ratio(cw, dw).1, ratio(ch, dh).1);
+    if (cw, ch) == (dw, dh) || (ix.is_some() && iy.is_some()) {
+        // a plain copy, or OpenCV's integer-ratio box average
+        let (kx, ky) = (ix.unwrap_or(1), iy.unwrap_or(1));
+        let copy = (cw, ch) == (dw, dh);
+        let scale = (1.0f32 / (kx * ky) as f32) as f64;
+        let mut sums = vec![0f64; dw * cn];
+        for dy in 0..dh {
+            sums.fill(0.0);
+            for yy in 0..ky {
+                let Some(src) = row_of(dy * ky + yy) else { continue };
+                for (dx, acc) in sums.chunks_exact_mut(cn).enumerate() {
+                    for xx in 0..kx {
+                        let sx = x + (dx * kx + xx) as i64;
+                        if (0..w as i64).contains(&sx) {
+                            for (a, &v) in acc.iter_mut().zip(&src[sx as usize * cn..(sx as usize + 1) * cn]) {
+                                *a += v as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            let dst = &mut out[dy * dw * cn..(dy + 1) * dw * cn];
+            for (o, v) in dst.iter_mut().zip(&sums) {
+                *o = if copy { *v } else { *v * scale };
+            }
+        }
+        return Some(out);
+    }
+    let xs = Spans::new(cw, dw, ratio(cw, dw).0);
+    let xspans = xs.clipped(x, w);
+    let ytab = area_table(ch, dh, ratio(ch, dh).0);
+    let mut buf = vec![0f64; dw * cn];
+    let mut cached = usize::MAX;
+    let mut taps = ytab.iter().peekable();
+    for (dy, dst) in out.chunks_exact_mut(dw * cn).enumerate() {
+        while let Some(t) = taps.next_if(|t| t.dst == dy) {
+            // rows outside the image are zeros: nothing to add
+            let Some(src) = row_of(t.src) else { continue };
+            if t.src != cached {
+                cached = t.src;
+                hpass(src, cn, &xspans, &xs.alphas, &mut buf);
+            }
+            vpass(dst, &buf, t.alpha as f64);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,5 +626,43 @@ mod tests {
         assert_eq!(out, vec![0.0, 45.0, 90.0]);
         let out = resize_area_u8(&[0, 90], 2, 1, 1, 3, 1);
         assert_eq!(out, vec![0, 45, 90]);
+    }
+
+    #[test]
+    fn window_resize_equals_padded_crop_resize() {
+        // every shrink case (copy, integer box, fractional table) with windows inside, across
+        // and outside the image borders: bit-identical to the padded crop's resize
+        let (w, h) = (37usize, 29usize);
+        let img: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919 + i / 5) % 256) as u8).collect();
+        let crop = |x: i64, y: i64, cw: usize, ch: usize| -> Vec<f64> {
+            let mut out = vec![0f64; cw * ch * 3];
+            for r in 0..ch {
+                for c in 0..cw {
+                    let (ix, iy) = (x + c as i64, y + r as i64);
+                    if (0..w as i64).contains(&ix) && (0..h as i64).contains(&iy) {
+                        for k in 0..3 {
+                            out[(r * cw + c) * 3 + k] = img[(iy as usize * w + ix as usize) * 3 + k] as f64;
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let mut checked = 0;
+        for (cw, ch) in [(24, 24), (48, 48), (72, 48), (25, 31), (40, 40), (13, 50), (60, 26)] {
+            for (x, y) in [(0, 0), (-5, -7), (20, 10), (-30, 3), (30, 25), (-60, -60), (5, -20)] {
+                for size in [12usize, 24] {
+                    let Some(got) = resize_window_area_f64(&img, (w, h, 3), (x, y, cw, ch), size, size) else {
+                        assert!(cw < size || ch < size);
+                        continue;
+                    };
+                    let want = resize_area_f64(&crop(x, y, cw, ch), cw, ch, 3, size, size);
+                    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{cw}x{ch} at {x},{y} -> {size}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 60);
+        assert!(resize_window_area_f64(&img, (w, h, 3), (0, 0, 10, 30), 12, 12).is_none());
     }
 }

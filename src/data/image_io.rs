@@ -1,7 +1,7 @@
 //! Robust image loading: any readable image becomes 8-bit RGB.
 //!
 //! Grayscale is expanded to 3 channels, alpha is dropped, 16-bit samples are scaled to 8
-//! bits. Unreadable files give an error naming the file and the reason; nothing panics.
+//! bits. JPEGs are decoded by libjpeg itself ([`super::jpeg`]). Unreadable files give an error naming the file and the reason; nothing panics.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     if bytes.is_empty() {
         return Err(fail("empty file".into()));
+    }
+    // JPEGs as libjpeg decodes them (the reference's pixels); everything else, and any JPEG
+    // libjpeg refuses or warns about, through the `image` crate
+    if let Some(img) = super::jpeg::decode_exact(&bytes) {
+        return Ok(img);
     }
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()

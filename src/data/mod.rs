@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod dataset;
 pub mod image_io;
+pub mod jpeg;
 pub mod loader;
 pub mod npy;
 pub mod png_stream;
