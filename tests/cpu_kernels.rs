@@ -257,7 +257,8 @@ fn batch_norm_train_inference_and_gradients() {
 fn max_pool2d_matches_definition() {
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
-    let (n, c, h, w) = (2usize, 3usize, 11usize, 8usize);
+    for (h, w) in [(11usize, 8usize), (9, 13), (4, 3), (5, 37), (3, 48)] {
+    let (n, c) = (2usize, 3usize);
     let mut xv = values(n * c * h * w, 9);
     xv[5] = f32::NAN;
     let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &Device::flex());
@@ -288,10 +289,11 @@ fn max_pool2d_matches_definition() {
                         }
                     }
                     let g = got[(b * oh + r) * ow + q];
-                    assert!(g == want || (g.is_nan() && want.is_nan()), "k{k} s{s} p{p} d{d} ceil {ceil} at {b},{r},{q}: {g} vs {want}");
+                    assert!(g == want || (g.is_nan() && want.is_nan()), "{h}x{w} k{k} s{s} p{p} d{d} ceil {ceil} at {b},{r},{q}: {g} vs {want}");
                 }
             }
         }
+    }
     }
 }
 
@@ -420,4 +422,28 @@ fn conv_layer_speed() {
         3.0 * flops / tb / 1e9,
         flops / batch as f64 / 1e9
     );
+}
+
+/// PReLU with one slope per channel (MTCNN's activation): in place on an unshared input,
+/// into a new tensor when the input is still in use; NaN stays NaN, -0.0 stays -0.0.
+#[test]
+fn prelu_per_channel_matches_definition() {
+    use burn::tensor::activation::prelu;
+    let (n, c, h, w) = (3usize, 5usize, 7usize, 6usize);
+    let mut xv = values(n * c * h * w, 4);
+    xv[3] = f32::NAN;
+    xv[4] = -0.0;
+    let av: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
+    let device = Device::flex();
+    let alpha = Tensor::<1>::from_data(TensorData::new(av.clone(), [c]), &device);
+    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device);
+    let shared = prelu(x.clone(), alpha.clone()).to_data().try_into_vec_as::<f32>().unwrap();
+    let unshared = prelu(x, alpha).to_data().try_into_vec_as::<f32>().unwrap();
+    for (i, &v) in xv.iter().enumerate() {
+        let a = av[(i / (h * w)) % c];
+        let want = if v >= 0.0 { v } else { a * v };
+        for got in [shared[i], unshared[i]] {
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "at {i}: {got} vs {want}");
+        }
+    }
 }

@@ -19,6 +19,62 @@ use crate::ops::binary::binary_op;
 use crate::ops::unary::unary_op;
 use crate::{Flex, FlexTensor, Layout};
 
+/// PReLU with one slope per channel (`alpha` shaped `[1, C, 1, ...]`) on a contiguous f32
+/// tensor: one pass per channel plane with its slope in a register, in place when the input
+/// is not shared. The general path broadcasts `alpha` to the input's shape and walks both
+/// with strided indices. Same arithmetic (`x >= 0 ? x : a * x`). Gives the arguments back
+/// when the shapes or layouts do not fit.
+fn prelu_per_channel_f32(
+    tensor: FlexTensor,
+    alpha: FlexTensor,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor)> {
+    let dims = tensor.layout().shape().to_vec();
+    let a_dims = alpha.layout().shape().to_vec();
+    let fits = tensor.dtype() == DType::F32
+        && alpha.dtype() == DType::F32
+        && dims.len() >= 2
+        && a_dims.len() == dims.len()
+        && a_dims[1] == dims[1]
+        && a_dims.iter().enumerate().all(|(i, &d)| i == 1 || d == 1)
+        && matches!(tensor.layout().contiguous_offsets(), Some((0, _)))
+        && alpha.layout().contiguous_offsets().is_some();
+    if !fits {
+        return Err((tensor, alpha));
+    }
+    let channels = dims[1];
+    let plane: usize = dims[2..].iter().product();
+    let (a_start, _) = alpha.layout().contiguous_offsets().unwrap();
+    let slopes: Vec<f32> = alpha.storage::<f32>()[a_start..a_start + channels].to_vec();
+    let f = |x: f32, a: f32| if x >= 0.0 { x } else { a * x };
+    let len = dims.iter().product::<usize>();
+    let mut out = tensor;
+    if !out.is_unique() {
+        // shared input (kept for a backward pass): write a new tensor
+        let src = &out.storage::<f32>()[..len];
+        let mut y = Vec::with_capacity(len);
+        for (i, x) in src.chunks(plane.max(1)).enumerate() {
+            let a = slopes[i % channels];
+            y.extend(x.iter().map(|&x| f(x, a)));
+        }
+        let shape = out.layout().shape().clone();
+        return Ok(FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), DType::F32));
+    }
+    let apply = |x: &mut [f32], a: f32| {
+        for v in x.iter_mut() {
+            *v = f(*v, a);
+        }
+    };
+    if len > 0 && plane > 0 {
+        let data: &mut [f32] = &mut out.storage_mut::<f32>()[..len];
+        crate::ops::par_chunks::for_each_chunk(data, channels * plane, |_, image| {
+            for (c, x) in image.chunks_mut(plane).enumerate() {
+                apply(x, slopes[c]);
+            }
+        });
+    }
+    Ok(out)
+}
+
 impl ActivationOps<Flex> for Flex {
     fn relu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
         // `max` returns the non-NaN operand, which would map NaN to the bound.
@@ -57,6 +113,10 @@ impl ActivationOps<Flex> for Flex {
 
     fn prelu(tensor: FloatTensor<Flex>, alpha: FloatTensor<Flex>) -> FloatTensor<Flex> {
         // x if x >= 0, alpha * x otherwise
+        let (tensor, alpha) = match prelu_per_channel_f32(tensor, alpha) {
+            Ok(y) => return y,
+            Err(args) => args,
+        };
         binary_op(
             tensor,
             alpha,

@@ -58,6 +58,108 @@ fn taps(o: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Taps 
     }
 }
 
+/// Sizes and taps of one pooling call.
+struct Geometry {
+    w: usize,
+    ow: usize,
+    dh: usize,
+    dw: usize,
+    row_taps: Vec<Taps>,
+    col_taps: Vec<Taps>,
+    /// For stride 2, no padding or dilation, kernel 2 or 3: `(kernel, interior)`, where the
+    /// first `interior` output columns have all their taps inside the row.
+    pairs: Option<(usize, usize)>,
+}
+
+fn stride_two_interior(w: usize, ow: usize, k: usize, s: usize, p: usize, d: usize) -> Option<(usize, usize)> {
+    if s != 2 || p != 0 || d != 1 || !(k == 2 || k == 3) || w < k {
+        return None;
+    }
+    // output o covers columns 2o .. 2o + k - 1
+    Some((k, ((w - k) / 2 + 1).min(ow)))
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_avx2<T: Float>(g: &Geometry, src: &[T], dst: &mut [T], scratch: &mut [T]) {
+    plane_impl(g, src, dst, scratch)
+}
+
+/// One plane. Each output row takes the element-wise maximum of its valid input rows, then
+/// the maximum over each output column's taps. Maxima are taken in tap order (first tap
+/// first), as the generic kernel does, so signed zeros and NaNs come out the same.
+#[inline(always)]
+fn plane_impl<T: Float>(g: &Geometry, src: &[T], dst: &mut [T], scratch: &mut [T]) {
+    let (w, ow) = (g.w, g.ow);
+    let (rowmax, phases) = scratch.split_at_mut(w);
+    for (r, rows) in g.row_taps.iter().enumerate() {
+        let out_row = &mut dst[r * ow..(r + 1) * ow];
+        if rows.count == 0 {
+            out_row.fill(T::neg_infinity());
+            continue;
+        }
+        let row = |t: usize| &src[(rows.first + t * g.dh) * w..(rows.first + t * g.dh + 1) * w];
+        // one pass over the first (up to) three rows, written whole: an in-place
+        // `*m = max(*m, v)` compiles to a masked store, which is slow on some CPUs
+        match rows.count {
+            1 => rowmax.copy_from_slice(row(0)),
+            2 => {
+                for ((m, a), b) in rowmax.iter_mut().zip(row(0)).zip(row(1)) {
+                    *m = max_nan(*a, *b);
+                }
+            }
+            _ => {
+                for (((m, a), b), c) in rowmax.iter_mut().zip(row(0)).zip(row(1)).zip(row(2)) {
+                    *m = max_nan(max_nan(*a, *b), *c);
+                }
+            }
+        }
+        for t in 3..rows.count {
+            for (m, v) in rowmax.iter_mut().zip(row(t)) {
+                *m = max_nan(*m, *v);
+            }
+        }
+        let mut done = 0;
+        if let Some((k, interior)) = g.pairs {
+            // stride 2: the even and odd columns as contiguous rows, so the taps of
+            // consecutive outputs are consecutive elements (this vectorises)
+            let (even, odd) = phases.split_at_mut(w.div_ceil(2));
+            // eight pairs at a time (fixed sizes: the compiler turns this into shuffles)
+            let blocks = w / 16;
+            for ((e, o), c) in even.chunks_exact_mut(8).zip(odd.chunks_exact_mut(8)).zip(rowmax.chunks_exact(16)) {
+                for i in 0..8 {
+                    e[i] = c[2 * i];
+                    o[i] = c[2 * i + 1];
+                }
+            }
+            for (e, pair) in even[blocks * 8..].iter_mut().zip(rowmax[blocks * 16..].chunks(2)) {
+                *e = pair[0];
+            }
+            for (o, pair) in odd[blocks * 8..].iter_mut().zip(rowmax[blocks * 16..].chunks_exact(2)) {
+                *o = pair[1];
+            }
+            let head = &mut out_row[..interior];
+            if k == 2 {
+                for ((m, e), o) in head.iter_mut().zip(&*even).zip(&*odd) {
+                    *m = max_nan(*e, *o);
+                }
+            } else {
+                for (((m, e), o), e1) in head.iter_mut().zip(&*even).zip(&*odd).zip(&even[1..]) {
+                    *m = max_nan(max_nan(*e, *o), *e1);
+                }
+            }
+            done = interior;
+        }
+        for (o, cols) in out_row.iter_mut().zip(&g.col_taps).skip(done) {
+            let mut m = T::neg_infinity();
+            for t in 0..cols.count {
+                m = max_nan(m, rowmax[cols.first + t * g.dw]);
+            }
+            *o = m;
+        }
+    }
+}
+
 pub(crate) fn max_pool2d_typed<T>(
     x: FlexTensor,
     kernel: [usize; 2],
@@ -80,39 +182,33 @@ where
     let col_taps: Vec<Taps> = (0..ow)
         .map(|o| taps(o, w, kernel[1], stride[1], padding[1], dilation[1]))
         .collect();
-    let (dh, dw) = (dilation[0], dilation[1]);
+    let geo = Geometry {
+        w,
+        ow,
+        dh: dilation[0],
+        dw: dilation[1],
+        row_taps,
+        col_taps,
+        pairs: stride_two_interior(w, ow, kernel[1], stride[1], padding[1], dilation[1]),
+    };
     let data: &[T] = x.storage();
     let len = n * c * oh * ow;
     let mut out: Vec<T> = Vec::with_capacity(len);
     // SAFETY: `T` is a plain float type and `plane` writes every output element.
     unsafe { out.set_len(len) };
 
-    // `rowmax`: one row of per-column maxima, allocated once per worker thread
-    let plane = |p: usize, dst: &mut [T], rowmax: &mut Vec<T>| {
+    // scratch: one row of per-column maxima and its even/odd columns, once per worker
+    let plane = |p: usize, dst: &mut [T], scratch: &mut Vec<T>| {
         let src = &data[p * h * w..(p + 1) * h * w];
-        for (r, rows) in row_taps.iter().enumerate() {
-            let out_row = &mut dst[r * ow..(r + 1) * ow];
-            if rows.count == 0 {
-                out_row.fill(T::neg_infinity());
-                continue;
-            }
-            rowmax.copy_from_slice(&src[rows.first * w..(rows.first + 1) * w]);
-            for t in 1..rows.count {
-                let ih = rows.first + t * dh;
-                for (m, v) in rowmax.iter_mut().zip(&src[ih * w..(ih + 1) * w]) {
-                    *m = max_nan(*m, *v);
-                }
-            }
-            for (o, cols) in out_row.iter_mut().zip(&col_taps) {
-                let mut m = T::neg_infinity();
-                for t in 0..cols.count {
-                    m = max_nan(m, rowmax[cols.first + t * dw]);
-                }
-                *o = m;
-            }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above)
+            unsafe { plane_avx2(&geo, src, dst, scratch) };
+            return;
         }
+        plane_impl(&geo, src, dst, scratch);
     };
-    for_each_chunk_with_scratch(&mut out, oh * ow, w, plane);
+    for_each_chunk_with_scratch(&mut out, oh * ow, 2 * w, plane);
     FlexTensor::new(
         Bytes::from_elems(out),
         Layout::contiguous(Shape::new([n, c, oh, ow])),
