@@ -127,6 +127,11 @@ impl Spans {
 trait Acc: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
     fn px(v: u8) -> Self;
     fn weight(a: f32) -> Self;
+    /// [`hpass`] for 3 channels with the three channels in one SIMD register, when the CPU
+    /// has the instructions; `false` if it did nothing.
+    fn hpass3_simd(_src: &[u8], _spans: &[Span], _alphas: &[f32], _out: &mut [Self]) -> bool {
+        false
+    }
 }
 
 impl Acc for f32 {
@@ -137,6 +142,15 @@ impl Acc for f32 {
     #[inline(always)]
     fn weight(a: f32) -> Self {
         a
+    }
+    fn hpass3_simd(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("sse4.1") {
+            // SAFETY: SSE4.1 is available (checked above)
+            unsafe { simd::hpass3_f32(src, spans, alphas, out) };
+            return true;
+        }
+        false
     }
 }
 
@@ -149,6 +163,90 @@ impl Acc for f64 {
     fn weight(a: f32) -> Self {
         a as f64
     }
+    fn hpass3_simd(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked above)
+            unsafe { simd::hpass3_f64(src, spans, alphas, out) };
+            return true;
+        }
+        false
+    }
+}
+
+/// The 3-channel horizontal pass with a pixel's three channels as lanes of one register
+/// (a fourth lane carries the next byte and is dropped). Lane by lane these are the scalar
+/// pass's operations (one rounded multiply, one rounded add per tap, in tap order), so the
+/// sums are bit-identical.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::Span;
+    use std::arch::x86_64::*;
+
+    /// The 4 bytes at pixel `i` (its 3 channels and the next byte) as 4 `i32` lanes; the
+    /// caller keeps `i` below the row's last pixel (the slice index checks it too).
+    #[inline(always)]
+    unsafe fn pixel4(src: &[u8], i: usize) -> __m128i {
+        let p = src[i * 3..i * 3 + 4].as_ptr() as *const i32;
+        _mm_cvtepu8_epi32(_mm_cvtsi32_si128(p.read_unaligned()))
+    }
+
+    #[target_feature(enable = "sse4.1")]
+    pub(super) unsafe fn hpass3_f32(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f32]) {
+        let whole = src.len() / 3;
+        for (d, s) in spans.iter().enumerate() {
+            let o = &mut out[d * 3..d * 3 + 3];
+            if s.src + s.n >= whole {
+                // the row's last pixel: no 4th byte to read
+                super::hpass3_one(src, s, alphas, o);
+                continue;
+            }
+            let mut acc = _mm_setzero_ps();
+            for (k, &a) in alphas[s.a..s.a + s.n].iter().enumerate() {
+                let v = _mm_cvtepi32_ps(pixel4(src, s.src + k));
+                acc = _mm_add_ps(acc, _mm_mul_ps(v, _mm_set1_ps(a)));
+            }
+            let mut lanes = [0f32; 4];
+            _mm_storeu_ps(lanes.as_mut_ptr(), acc);
+            o.copy_from_slice(&lanes[..3]);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn hpass3_f64(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f64]) {
+        let whole = src.len() / 3;
+        for (d, s) in spans.iter().enumerate() {
+            let o = &mut out[d * 3..d * 3 + 3];
+            if s.src + s.n >= whole {
+                super::hpass3_one(src, s, alphas, o);
+                continue;
+            }
+            let mut acc = _mm256_setzero_pd();
+            for (k, &a) in alphas[s.a..s.a + s.n].iter().enumerate() {
+                let v = _mm256_cvtepi32_pd(pixel4(src, s.src + k));
+                acc = _mm256_add_pd(acc, _mm256_mul_pd(v, _mm256_set1_pd(a as f64)));
+            }
+            let mut lanes = [0f64; 4];
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+            o.copy_from_slice(&lanes[..3]);
+        }
+    }
+}
+
+/// One destination of the 3-channel horizontal pass.
+#[inline(always)]
+fn hpass3_one<A: Acc>(src: &[u8], s: &Span, alphas: &[f32], d: &mut [A]) {
+    let (px, al) = (&src[s.src * 3..(s.src + s.n) * 3], &alphas[s.a..s.a + s.n]);
+    let (mut a0, mut a1, mut a2) = (A::default(), A::default(), A::default());
+    for (p, &a) in px.chunks_exact(3).zip(al) {
+        let a = A::weight(a);
+        a0 = a0 + A::px(p[0]) * a;
+        a1 = a1 + A::px(p[1]) * a;
+        a2 = a2 + A::px(p[2]) * a;
+    }
+    d[0] = a0;
+    d[1] = a1;
+    d[2] = a2;
 }
 
 /// Horizontal area pass of one source row (`cn` interleaved channels): each destination's
@@ -157,18 +255,10 @@ impl Acc for f64 {
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma"))]
 fn hpass<A: Acc>(src: &[u8], cn: usize, spans: &[Span], alphas: &[f32], out: &mut [A]) {
     if cn == 3 {
-        for (d, s) in out.chunks_exact_mut(3).zip(spans) {
-            let (px, al) = (&src[s.src * 3..(s.src + s.n) * 3], &alphas[s.a..s.a + s.n]);
-            let (mut a0, mut a1, mut a2) = (A::default(), A::default(), A::default());
-            for (p, &a) in px.chunks_exact(3).zip(al) {
-                let a = A::weight(a);
-                a0 = a0 + A::px(p[0]) * a;
-                a1 = a1 + A::px(p[1]) * a;
-                a2 = a2 + A::px(p[2]) * a;
+        if !A::hpass3_simd(src, spans, alphas, out) {
+            for (d, s) in out.chunks_exact_mut(3).zip(spans) {
+                hpass3_one(src, s, alphas, d);
             }
-            d[0] = a0;
-            d[1] = a1;
-            d[2] = a2;
         }
         return;
     }
@@ -359,6 +449,8 @@ fn round_u8(v: f32) -> u8 {
     v.round_ties_even().clamp(0.0, 255.0) as u8
 }
 
+// (with SSE4.1 the rounding is one instruction instead of a call to libm's `rintf`)
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
 fn store_row(out: &mut [u8], sum: &[f32]) {
     for (o, v) in out.iter_mut().zip(sum) {
         *o = round_u8(*v);
