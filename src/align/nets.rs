@@ -16,7 +16,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
 
 fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [k, k]).init(device)
@@ -39,6 +41,26 @@ fn dense(din: usize, dout: usize, device: &Device) -> Linear {
 fn flatten_tf(x: Tensor<4>) -> Tensor<2> {
     let [n, c, h, w] = x.dims();
     x.permute([0, 3, 2, 1]).reshape([n, w * h * c])
+}
+
+/// Channel 1 of the softmax over the two channels of `[N, 2, H, W]` logits, as `[N, 1, H, W]`:
+/// `exp(l1 - m) / (exp(l0 - m) + exp(l1 - m))` with `m = max(l0, l1)`, computed on the host
+/// (the generic softmax over axis 1 transposes the maps twice).
+fn softmax2(logits: Tensor<4>) -> Tensor<4> {
+    let [n, _, h, w] = logits.dims();
+    let device = logits.device();
+    let v: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    let plane = h * w;
+    let mut p = vec![0f32; n * plane];
+    for (b, out) in p.chunks_exact_mut(plane.max(1)).enumerate() {
+        let (l0, l1) = (&v[2 * b * plane..(2 * b + 1) * plane], &v[(2 * b + 1) * plane..(2 * b + 2) * plane]);
+        for ((o, &a), &c) in out.iter_mut().zip(l0).zip(l1) {
+            let m = a.max(c);
+            let (e0, e1) = ((a - m).exp(), (c - m).exp());
+            *o = e1 / (e0 + e1);
+        }
+    }
+    Tensor::from_data(TensorData::new(p, [n, 1, h, w]), &device)
 }
 
 /// Proposal net: fully convolutional, 12x12 receptive field, stride 2.
@@ -86,10 +108,17 @@ impl PNet {
         let x = self.pool1.forward(x);
         let x = self.prelu2.forward(self.conv2.forward(x));
         let x = self.prelu3.forward(self.conv3.forward(x));
-        let logits = self.conv4_1.forward(x.clone());
-        let [n, _, h, w] = logits.dims();
-        let prob = softmax(logits, 1).slice([0..n, 1..2, 0..h, 0..w]);
-        PNetOutput { prob, reg: self.conv4_2.forward(x) }
+        // both heads as one 1x1 convolution with 6 output channels (one pass over `x`; each
+        // output channel is the same dot product as in its own convolution)
+        let weight = Tensor::cat(vec![self.conv4_1.weight.val(), self.conv4_2.weight.val()], 0);
+        let bias = match (&self.conv4_1.bias, &self.conv4_2.bias) {
+            (Some(a), Some(b)) => Some(Tensor::cat(vec![a.val(), b.val()], 0)),
+            _ => None,
+        };
+        let heads = conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+        let [n, _, h, w] = heads.dims();
+        let prob = softmax2(heads.clone().slice([0..n, 0..2, 0..h, 0..w]));
+        PNetOutput { prob, reg: heads.slice([0..n, 2..6, 0..h, 0..w]) }
     }
 }
 

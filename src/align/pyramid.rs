@@ -191,44 +191,93 @@ mod simd {
         _mm_cvtepu8_epi32(_mm_cvtsi32_si128(p.read_unaligned()))
     }
 
+    /// `v * a` for tap `k` of a span (f32 lanes).
+    macro_rules! tap_f32 {
+        ($src:expr, $s:expr, $al:expr, $k:expr) => {
+            _mm_mul_ps(_mm_cvtepi32_ps(pixel4($src, $s.src + $k)), _mm_set1_ps($al[$k]))
+        };
+    }
+
+    /// `v * a` for tap `k` of a span (f64 lanes).
+    macro_rules! tap_f64 {
+        ($src:expr, $s:expr, $al:expr, $k:expr) => {
+            _mm256_mul_pd(_mm256_cvtepi32_pd(pixel4($src, $s.src + $k)), _mm256_set1_pd($al[$k] as f64))
+        };
+    }
+
+    // Spans of 1-3 taps (every span of a shrink by less than 2, e.g. the first pyramid levels
+    // and most crops) are summed in straight-line code: the sums' dependency chains stay
+    // short and independent of each other, with no loop branch to mispredict. The first
+    // product starts the sum (`+0.0 + x == x` for the non-negative products). Four lanes are
+    // stored at once except for the last destination; the fourth lane lands on the next
+    // destination's first channel, which that destination overwrites.
+
     #[target_feature(enable = "sse4.1")]
     pub(super) unsafe fn hpass3_f32(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f32]) {
         let whole = src.len() / 3;
+        let nd = spans.len();
         for (d, s) in spans.iter().enumerate() {
-            let o = &mut out[d * 3..d * 3 + 3];
-            if s.src + s.n >= whole {
-                // the row's last pixel: no 4th byte to read
-                super::hpass3_one(src, s, alphas, o);
+            if s.src + s.n >= whole || s.n == 0 {
+                // the row's last pixel (no 4th byte to read), or no tap at all
+                super::hpass3_one(src, s, alphas, &mut out[d * 3..d * 3 + 3]);
                 continue;
             }
-            let mut acc = _mm_setzero_ps();
-            for (k, &a) in alphas[s.a..s.a + s.n].iter().enumerate() {
-                let v = _mm_cvtepi32_ps(pixel4(src, s.src + k));
-                acc = _mm_add_ps(acc, _mm_mul_ps(v, _mm_set1_ps(a)));
+            let al = &alphas[s.a..s.a + s.n];
+            let mut acc = tap_f32!(src, s, al, 0);
+            if s.n <= 3 {
+                if s.n >= 2 {
+                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, 1));
+                }
+                if s.n == 3 {
+                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, 2));
+                }
+            } else {
+                for k in 1..s.n {
+                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, k));
+                }
             }
-            let mut lanes = [0f32; 4];
-            _mm_storeu_ps(lanes.as_mut_ptr(), acc);
-            o.copy_from_slice(&lanes[..3]);
+            if d + 1 < nd {
+                let o = &mut out[d * 3..d * 3 + 4];
+                _mm_storeu_ps(o.as_mut_ptr(), acc);
+            } else {
+                let mut lanes = [0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), acc);
+                out[d * 3..d * 3 + 3].copy_from_slice(&lanes[..3]);
+            }
         }
     }
 
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn hpass3_f64(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f64]) {
         let whole = src.len() / 3;
+        let nd = spans.len();
         for (d, s) in spans.iter().enumerate() {
-            let o = &mut out[d * 3..d * 3 + 3];
-            if s.src + s.n >= whole {
-                super::hpass3_one(src, s, alphas, o);
+            if s.src + s.n >= whole || s.n == 0 {
+                super::hpass3_one(src, s, alphas, &mut out[d * 3..d * 3 + 3]);
                 continue;
             }
-            let mut acc = _mm256_setzero_pd();
-            for (k, &a) in alphas[s.a..s.a + s.n].iter().enumerate() {
-                let v = _mm256_cvtepi32_pd(pixel4(src, s.src + k));
-                acc = _mm256_add_pd(acc, _mm256_mul_pd(v, _mm256_set1_pd(a as f64)));
+            let al = &alphas[s.a..s.a + s.n];
+            let mut acc = tap_f64!(src, s, al, 0);
+            if s.n <= 3 {
+                if s.n >= 2 {
+                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, 1));
+                }
+                if s.n == 3 {
+                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, 2));
+                }
+            } else {
+                for k in 1..s.n {
+                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, k));
+                }
             }
-            let mut lanes = [0f64; 4];
-            _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
-            o.copy_from_slice(&lanes[..3]);
+            if d + 1 < nd {
+                let o = &mut out[d * 3..d * 3 + 4];
+                _mm256_storeu_pd(o.as_mut_ptr(), acc);
+            } else {
+                let mut lanes = [0f64; 4];
+                _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+                out[d * 3..d * 3 + 3].copy_from_slice(&lanes[..3]);
+            }
         }
     }
 }

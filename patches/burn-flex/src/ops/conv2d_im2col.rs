@@ -95,6 +95,31 @@ impl Geometry {
         }
     }
 
+    /// Whether every tap of every output position falls inside the image (stride 1, no
+    /// dilation, no leading padding and none used at the end).
+    fn all_taps_inside(&self) -> bool {
+        self.sh == 1
+            && self.sw == 1
+            && self.dh == 1
+            && self.dw == 1
+            && self.ph == 0
+            && self.pw == 0
+            && self.ho + self.kh <= self.h + 1
+            && self.wo + self.kw <= self.w + 1
+    }
+
+    /// Row `r` of the im2col matrix as `(channel, kernel row, kernel column)`.
+    fn tap(&self, r: usize) -> (usize, usize, usize) {
+        let k_spatial = self.kh * self.kw;
+        (r / k_spatial, (r % k_spatial) / self.kw, r % self.kw)
+    }
+
+    /// All rows of the im2col matrix of one group as `(c, i, j)`, in order.
+    fn taps(&self) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (kh, kw) = (self.kh, self.kw);
+        (0..self.cg).flat_map(move |c| (0..kh).flat_map(move |i| (0..kw).map(move |j| (c, i, j))))
+    }
+
     /// Rows of the im2col matrix of one group: `cg * kh * kw`.
     fn rows(&self) -> usize {
         self.cg * self.kh * self.kw
@@ -240,7 +265,8 @@ fn pack_grad<T: Float + Send + Sync>(
     });
 }
 
-/// Row `r = (c, i, j)` of the im2col matrix of image `b`, group `g`, for output rows
+/// Row `r = (c, i, j)` (given as the triple: the divisions that split `r` would cost
+/// more than the copy on small maps) of the im2col matrix of image `b`, group `g`, for output rows
 /// `p0..p1`: `dst[(p - p0) * wo + q] = x[b, g*cg + c, p*sh + i*dh - ph, q*sw + j*dw - pw]`,
 /// zero where the tap falls outside the image.
 #[allow(clippy::too_many_arguments)]
@@ -252,16 +278,21 @@ fn im2col_row<T: Float>(
     b: usize,
     p0: usize,
     p1: usize,
-    r: usize,
+    (c, i, j): (usize, usize, usize),
     dst: &mut [T],
 ) {
-    let k_spatial = geo.kh * geo.kw;
-    let c = r / k_spatial;
-    let i = (r % k_spatial) / geo.kw;
-    let j = r % geo.kw;
+    let src_plane = (b * geo.c_in + g * geo.cg + c) * geo.h * geo.w;
+    if geo.all_taps_inside() {
+        // every tap inside the image: rows of the plane, no bounds to work out
+        let src = &x[src_plane + i * geo.w + j..];
+        for p in p0..p1 {
+            let out_row = &mut dst[(p - p0) * geo.wo..(p - p0 + 1) * geo.wo];
+            copy_row(out_row, &src[p * geo.w..p * geo.w + geo.wo]);
+        }
+        return;
+    }
     let (p_lo, p_hi) = Geometry::valid_range(geo.ho, geo.h, i, geo.sh, geo.dh, geo.ph);
     let (q_lo, q_hi) = Geometry::valid_range(geo.wo, geo.w, j, geo.sw, geo.dw, geo.pw);
-    let src_plane = (b * geo.c_in + g * geo.cg + c) * geo.h * geo.w;
     for p in p0..p1 {
         let out_row = &mut dst[(p - p0) * geo.wo..(p - p0 + 1) * geo.wo];
         if p < p_lo || p >= p_hi || q_lo >= q_hi {
@@ -275,11 +306,44 @@ fn im2col_row<T: Float>(
         let iw0 = q_lo * geo.sw + j * geo.dw - geo.pw;
         if geo.sw == 1 {
             let len = q_hi - q_lo;
-            out_row[q_lo..q_hi].copy_from_slice(&x[base + iw0..base + iw0 + len]);
+            copy_row(&mut out_row[q_lo..q_hi], &x[base + iw0..base + iw0 + len]);
         } else {
             for (n, q) in (q_lo..q_hi).enumerate() {
                 out_row[q] = x[base + iw0 + n * geo.sw];
             }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for rows of any length. Short rows (small maps: 9 or 22
+/// positions) are copied in fixed-size pieces, the last one overlapping the one before: a
+/// call to `memcpy` per row (which is what a copy loop compiles to) costs more than the
+/// copy itself.
+#[inline(always)]
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+    let len = src.len();
+    assert_eq!(dst.len(), len);
+    if len >= 64 {
+        dst.copy_from_slice(src);
+    } else if len >= 8 {
+        let mut k = 0;
+        while k + 8 <= len {
+            let piece: [T; 8] = src[k..k + 8].try_into().unwrap();
+            dst[k..k + 8].copy_from_slice(&piece);
+            k += 8;
+        }
+        if k < len {
+            let piece: [T; 8] = src[len - 8..].try_into().unwrap();
+            dst[len - 8..].copy_from_slice(&piece);
+        }
+    } else if len >= 4 {
+        let head: [T; 4] = src[..4].try_into().unwrap();
+        let tail: [T; 4] = src[len - 4..].try_into().unwrap();
+        dst[..4].copy_from_slice(&head);
+        dst[len - 4..].copy_from_slice(&tail);
+    } else {
+        for k in 0..len {
+            dst[k] = src[k];
         }
     }
 }
@@ -298,7 +362,7 @@ fn im2col<T: Float + Send + Sync>(
     let ld = nb * s;
     for_each_chunk(&mut cols[..geo.rows() * ld], ld, |r, row| {
         for bi in 0..nb {
-            im2col_row(x, geo, g, b0 + bi, 0, geo.ho, r, &mut row[bi * s..(bi + 1) * s]);
+            im2col_row(x, geo, g, b0 + bi, 0, geo.ho, geo.tap(r), &mut row[bi * s..(bi + 1) * s]);
         }
     });
 }
@@ -356,12 +420,16 @@ fn col2im<T: Float + Send + Sync>(
 /// Whether the im2col path is the better one for this forward convolution: flex's
 /// own 1x1 kernel (no im2col at all, one GEMM per image, images in parallel) and
 /// depthwise kernels stay in charge of theirs.
-pub(crate) fn prefers_forward(w_shape: &[usize], options: &ConvOptions<2>) -> bool {
+/// Pointwise convolutions of small maps (batches of them) come here too: flex's kernel
+/// runs one GEMM per image, which for a 3x3 or 8x8 map is a few positions tall; here
+/// several images share one GEMM (see `images_per_task`).
+pub(crate) fn prefers_forward(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
     let pointwise = w_shape[2] == 1
         && w_shape[3] == 1
         && options.stride == [1, 1]
         && options.padding.iter().all(|&(b, e)| b == 0 && e == 0);
-    options.groups == 1 && !pointwise
+    let small_maps = x_shape[0] > 1 && x_shape[2] * x_shape[3] < SMALL_SPATIAL;
+    options.groups == 1 && (!pointwise || small_maps)
 }
 
 /// 2-D convolution, `[batch, c_out, ho, wo]`; padding may be asymmetric.
@@ -406,6 +474,27 @@ const BAND_THRESHOLD: usize = 1 << 20;
 /// Target im2col elements of one band: 64 Ki (256 KiB in f32), cache resident.
 const BAND_ELEMS: usize = 1 << 16;
 
+/// Output maps of fewer positions than this are convolved several images per task.
+const SMALL_SPATIAL: usize = 256;
+
+/// Target GEMM width (output positions of all its images) of a multi-image task.
+const MULTI_COLS: usize = 512;
+
+/// Images per forward task: one unless the output maps are small (e.g. 9x9 or 3x3, where
+/// a per-image GEMM is mostly the edge of its 16-position microkernel and its operand
+/// packing), then enough for about `MULTI_COLS` positions with at most `BAND_ELEMS * 2` of
+/// im2col, keeping at least two tasks per worker.
+fn images_per_task(geo: &Geometry) -> usize {
+    let s = geo.spatial_out().max(1);
+    if geo.batch < 2 || s >= SMALL_SPATIAL {
+        return 1;
+    }
+    let by_cols = MULTI_COLS / s;
+    let by_cache = (2 * BAND_ELEMS) / (geo.rows() * s).max(1);
+    let by_balance = geo.batch.div_ceil(2 * threads());
+    by_cols.min(by_cache).min(by_balance).max(1)
+}
+
 /// Raw output pointer shared by tasks that write disjoint regions.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
@@ -425,6 +514,9 @@ fn forward_tasks<T>(x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geometry, out: &
 where
     T: Float + Send + Sync + 'static,
 {
+    if images_per_task(geo) > 1 {
+        return multi_image_tasks(x, w, bias, geo, images_per_task(geo), out);
+    }
     let rows = geo.rows();
     let s = geo.spatial_out();
     let band_elems = if rows * s > BAND_THRESHOLD { BAND_ELEMS } else { usize::MAX };
@@ -445,8 +537,8 @@ where
         let (b, g) = (bg / geo.groups, bg % geo.groups);
         let (p0, p1) = (k * band, ((k + 1) * band).min(geo.ho));
         let n = (p1 - p0) * geo.wo;
-        for r in 0..rows {
-            im2col_row(x, geo, g, b, p0, p1, r, &mut cols[r * n..(r + 1) * n]);
+        for (r, tap) in geo.taps().enumerate() {
+            im2col_row(x, geo, g, b, p0, p1, tap, &mut cols[r * n..(r + 1) * n]);
         }
         let dst = unsafe { out_ptr.0.add((b * geo.c_out + g * geo.og) * s + p0 * geo.wo) };
         if let Some(bias) = bias {
@@ -491,6 +583,87 @@ where
     {
         let mut cols = block();
         (0..tasks).for_each(|t| task(&mut cols, t));
+    }
+}
+
+/// Forward convolution of small maps as parallel tasks of `nb` images (and one group):
+/// their im2col blocks side by side (`[rows, nb * ho * wo]`), one single-threaded GEMM into
+/// a scratch block that starts as the bias, then each image's rows copied to the output.
+/// Every output element is the same sum as in the one-image path (the GEMM's order over
+/// `rows` does not depend on its width), so the results are identical.
+fn multi_image_tasks<T>(x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geometry, nb: usize, out: &mut [T])
+where
+    T: Float + Send + Sync + 'static,
+{
+    let rows = geo.rows();
+    let s = geo.spatial_out();
+    let chunks = geo.batch.div_ceil(nb);
+    let tasks = geo.groups * chunks;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = move |(cols, acc): &mut (Vec<T>, Vec<T>), t: usize| {
+        let out_ptr = out_ptr;
+        let (g, c) = (t / chunks, t % chunks);
+        let b0 = c * nb;
+        let nbi = nb.min(geo.batch - b0);
+        let ld = nbi * s;
+        for (r, tap) in geo.taps().enumerate() {
+            let row = &mut cols[r * ld..(r + 1) * ld];
+            for bi in 0..nbi {
+                im2col_row(x, geo, g, b0 + bi, 0, geo.ho, tap, &mut row[bi * s..(bi + 1) * s]);
+            }
+        }
+        if let Some(bias) = bias {
+            for o in 0..geo.og {
+                acc[o * ld..(o + 1) * ld].fill(bias[g * geo.og + o]);
+            }
+        }
+        // acc[og x ld] (= bias +) W_g[og x rows] * cols[rows x ld]
+        unsafe {
+            gemm::gemm(
+                geo.og,
+                ld,
+                rows,
+                acc.as_mut_ptr(),
+                1,
+                ld as isize,
+                bias.is_some(),
+                w.as_ptr().add(g * geo.og * rows),
+                1,
+                rows as isize,
+                cols.as_ptr(),
+                1,
+                ld as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for bi in 0..nbi {
+            // SAFETY: planes (b0 + bi, g*og .. (g+1)*og) belong to this task only
+            let dst = unsafe {
+                core::slice::from_raw_parts_mut(
+                    out_ptr.0.add(((b0 + bi) * geo.c_out + g * geo.og) * s),
+                    geo.og * s,
+                )
+            };
+            for o in 0..geo.og {
+                dst[o * s..(o + 1) * s].copy_from_slice(&acc[o * ld + bi * s..o * ld + (bi + 1) * s]);
+            }
+        }
+    };
+    let block = || (scratch::<T>(rows * nb * s), scratch::<T>(geo.og * nb * s));
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each_init(block, task);
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let mut bufs = block();
+        (0..tasks).for_each(|t| task(&mut bufs, t));
     }
 }
 
@@ -746,3 +919,4 @@ fn threads() -> usize {
         1
     }
 }
+

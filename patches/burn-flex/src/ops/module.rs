@@ -93,7 +93,7 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        if conv2d_im2col::prefers_forward(weight.layout().shape(), &options) {
+        if conv2d_im2col::prefers_forward(x.layout().shape(), weight.layout().shape(), &options) {
             match x.dtype() {
                 DType::F32 => {
                     return conv2d_im2col::conv2d_forward_typed::<f32>(x, weight, bias, &options);
