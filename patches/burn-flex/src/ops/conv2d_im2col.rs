@@ -589,8 +589,9 @@ where
 /// Forward convolution of small maps as parallel tasks of `nb` images (and one group):
 /// their im2col blocks side by side (`[rows, nb * ho * wo]`), one single-threaded GEMM into
 /// a scratch block that starts as the bias, then each image's rows copied to the output.
-/// Every output element is the same sum as in the one-image path (the GEMM's order over
-/// `rows` does not depend on its width), so the results are identical.
+/// Every output element is the same dot product as in the one-image path; up to one GEMM
+/// depth block (512 rows) in the same order, so the same bits. Deeper GEMMs may split their
+/// depth differently for a different width, which changes the last bits.
 fn multi_image_tasks<T>(x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geometry, nb: usize, out: &mut [T])
 where
     T: Float + Send + Sync + 'static,
