@@ -429,7 +429,8 @@ fn conv_layer_speed() {
 #[test]
 fn prelu_per_channel_matches_definition() {
     use burn::tensor::activation::prelu;
-    let (n, c, h, w) = (3usize, 5usize, 7usize, 6usize);
+    // small planes (a task per image) and large ones (a task per plane)
+    for (n, c, h, w) in [(3usize, 5usize, 7usize, 6usize), (2, 3, 70, 64)] {
     let mut xv = values(n * c * h * w, 4);
     xv[3] = f32::NAN;
     xv[4] = -0.0;
@@ -443,7 +444,8 @@ fn prelu_per_channel_matches_definition() {
         let a = av[(i / (h * w)) % c];
         let want = if v >= 0.0 { v } else { a * v };
         for got in [shared[i], unshared[i]] {
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "at {i}: {got} vs {want}");
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{n}x{c}x{h}x{w} at {i}: {got} vs {want}");
         }
+    }
     }
 }

@@ -24,6 +24,10 @@ use crate::{Flex, FlexTensor, Layout};
 /// is not shared. The general path broadcasts `alpha` to the input's shape and walks both
 /// with strided indices. Same arithmetic (`x >= 0 ? x : a * x`). Gives the arguments back
 /// when the shapes or layouts do not fit.
+/// Planes of at least this many elements are PReLU tasks of their own (smaller ones go
+/// a whole image per task).
+const PRELU_PLANE_TASK: usize = 1 << 12;
+
 fn prelu_per_channel_f32(
     tensor: FlexTensor,
     alpha: FlexTensor,
@@ -66,11 +70,17 @@ fn prelu_per_channel_f32(
     };
     if len > 0 && plane > 0 {
         let data: &mut [f32] = &mut out.storage_mut::<f32>()[..len];
-        crate::ops::par_chunks::for_each_chunk(data, channels * plane, |_, image| {
-            for (c, x) in image.chunks_mut(plane).enumerate() {
-                apply(x, slopes[c]);
-            }
-        });
+        if plane >= PRELU_PLANE_TASK {
+            // large planes (e.g. one big image): one task per plane, so a batch of one
+            // image still uses every worker
+            crate::ops::par_chunks::for_each_chunk(data, plane, |i, x| apply(x, slopes[i % channels]));
+        } else {
+            crate::ops::par_chunks::for_each_chunk(data, channels * plane, |_, image| {
+                for (c, x) in image.chunks_mut(plane).enumerate() {
+                    apply(x, slopes[c]);
+                }
+            });
+        }
     }
     Ok(out)
 }
