@@ -210,75 +210,53 @@ mod simd {
     // short and independent of each other, with no loop branch to mispredict. The first
     // product starts the sum (`+0.0 + x == x` for the non-negative products). Four lanes are
     // stored at once except for the last destination; the fourth lane lands on the next
-    // destination's first channel, which that destination overwrites.
+    // destination's first channel, which that destination overwrites. One body for both
+    // lane types (`tap`, `add`, `store` and the zero of the accumulator's element type).
+    macro_rules! hpass3_body {
+        ($src:expr, $spans:expr, $alphas:expr, $out:expr, $tap:ident, $add:ident, $store:ident, $zero:expr) => {{
+            let (src, spans, alphas, out) = ($src, $spans, $alphas, $out);
+            let whole = src.len() / 3;
+            let nd = spans.len();
+            for (d, s) in spans.iter().enumerate() {
+                if s.src + s.n >= whole || s.n == 0 {
+                    // the row's last pixel (no 4th byte to read), or no tap at all
+                    super::hpass3_one(src, s, alphas, &mut out[d * 3..d * 3 + 3]);
+                    continue;
+                }
+                let al = &alphas[s.a..s.a + s.n];
+                let mut acc = $tap!(src, s, al, 0);
+                if s.n <= 3 {
+                    if s.n >= 2 {
+                        acc = $add(acc, $tap!(src, s, al, 1));
+                    }
+                    if s.n == 3 {
+                        acc = $add(acc, $tap!(src, s, al, 2));
+                    }
+                } else {
+                    for k in 1..s.n {
+                        acc = $add(acc, $tap!(src, s, al, k));
+                    }
+                }
+                if d + 1 < nd {
+                    let o = &mut out[d * 3..d * 3 + 4];
+                    $store(o.as_mut_ptr(), acc);
+                } else {
+                    let mut lanes = [$zero; 4];
+                    $store(lanes.as_mut_ptr(), acc);
+                    out[d * 3..d * 3 + 3].copy_from_slice(&lanes[..3]);
+                }
+            }
+        }};
+    }
 
     #[target_feature(enable = "sse4.1")]
     pub(super) unsafe fn hpass3_f32(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f32]) {
-        let whole = src.len() / 3;
-        let nd = spans.len();
-        for (d, s) in spans.iter().enumerate() {
-            if s.src + s.n >= whole || s.n == 0 {
-                // the row's last pixel (no 4th byte to read), or no tap at all
-                super::hpass3_one(src, s, alphas, &mut out[d * 3..d * 3 + 3]);
-                continue;
-            }
-            let al = &alphas[s.a..s.a + s.n];
-            let mut acc = tap_f32!(src, s, al, 0);
-            if s.n <= 3 {
-                if s.n >= 2 {
-                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, 1));
-                }
-                if s.n == 3 {
-                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, 2));
-                }
-            } else {
-                for k in 1..s.n {
-                    acc = _mm_add_ps(acc, tap_f32!(src, s, al, k));
-                }
-            }
-            if d + 1 < nd {
-                let o = &mut out[d * 3..d * 3 + 4];
-                _mm_storeu_ps(o.as_mut_ptr(), acc);
-            } else {
-                let mut lanes = [0f32; 4];
-                _mm_storeu_ps(lanes.as_mut_ptr(), acc);
-                out[d * 3..d * 3 + 3].copy_from_slice(&lanes[..3]);
-            }
-        }
+        hpass3_body!(src, spans, alphas, out, tap_f32, _mm_add_ps, _mm_storeu_ps, 0f32)
     }
 
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn hpass3_f64(src: &[u8], spans: &[Span], alphas: &[f32], out: &mut [f64]) {
-        let whole = src.len() / 3;
-        let nd = spans.len();
-        for (d, s) in spans.iter().enumerate() {
-            if s.src + s.n >= whole || s.n == 0 {
-                super::hpass3_one(src, s, alphas, &mut out[d * 3..d * 3 + 3]);
-                continue;
-            }
-            let al = &alphas[s.a..s.a + s.n];
-            let mut acc = tap_f64!(src, s, al, 0);
-            if s.n <= 3 {
-                if s.n >= 2 {
-                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, 1));
-                }
-                if s.n == 3 {
-                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, 2));
-                }
-            } else {
-                for k in 1..s.n {
-                    acc = _mm256_add_pd(acc, tap_f64!(src, s, al, k));
-                }
-            }
-            if d + 1 < nd {
-                let o = &mut out[d * 3..d * 3 + 4];
-                _mm256_storeu_pd(o.as_mut_ptr(), acc);
-            } else {
-                let mut lanes = [0f64; 4];
-                _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
-                out[d * 3..d * 3 + 3].copy_from_slice(&lanes[..3]);
-            }
-        }
+        hpass3_body!(src, spans, alphas, out, tap_f64, _mm256_add_pd, _mm256_storeu_pd, 0f64)
     }
 }
 

@@ -514,8 +514,9 @@ fn forward_tasks<T>(x: &[T], w: &[T], bias: Option<&[T]>, geo: &Geometry, out: &
 where
     T: Float + Send + Sync + 'static,
 {
-    if images_per_task(geo) > 1 {
-        return multi_image_tasks(x, w, bias, geo, images_per_task(geo), out);
+    let nb = images_per_task(geo);
+    if nb > 1 {
+        return multi_image_tasks(x, w, bias, geo, nb, out);
     }
     let rows = geo.rows();
     let s = geo.spatial_out();
