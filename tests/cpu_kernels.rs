@@ -318,6 +318,8 @@ fn channel_slices_copy_exactly() {
 #[ignore]
 fn conv_layer_speed() {
     use std::time::Instant;
+    // keep freed memory as the binary does (src/main.rs): no page faults in the timings
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let batch: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
     // (name, count, c_in, hw, c_out, k, stride, pad(begin,end) per axis)
     type L = (&'static str, usize, usize, [usize; 2], usize, [usize; 2], [usize; 2], [(usize, usize); 2]);
@@ -447,5 +449,55 @@ fn prelu_per_channel_matches_definition() {
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{n}x{c}x{h}x{w} at {i}: {got} vs {want}");
         }
     }
+    }
+}
+
+/// Element-wise passes over large tensors run as parallel pieces (patched burn-flex,
+/// `ops/par_chunks.rs`): every path (in place into either operand, into a new buffer, a last
+/// piece that is not whole) gives the bits of the element-by-element definition, with
+/// the operands in their order.
+#[test]
+fn elementwise_ops_on_large_tensors_match_definition() {
+    let device = Device::flex();
+    let n = (1 << 18) + 77;
+    let mut av = values(n, 5);
+    av[10] = f32::NAN;
+    av[11] = -0.0;
+    let bv: Vec<f32> = values(n, 6).iter().map(|v| v + 1.5).collect();
+    let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [n]), &device);
+    let get = |x: Tensor<1>| x.to_data().try_into_vec_as::<f32>().unwrap();
+    let same = |name: &str, got: Vec<f32>, want: &dyn Fn(usize) -> f32| {
+        assert_eq!(got.len(), n, "{name}");
+        for (i, &g) in got.iter().enumerate() {
+            let w = want(i);
+            assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{name} at {i}: {g} vs {w}");
+        }
+    };
+    let (a, b) = (t(&av), t(&bv));
+    // both operands still in use: a new buffer
+    same("sub, new buffer", get(a.clone() - b.clone()), &|i| av[i] - bv[i]);
+    same("powf, new buffer", get(a.clone().powf(b.clone())), &|i| av[i].powf(bv[i]));
+    // only the right operand unused elsewhere: written into it
+    same("sub into rhs", get(a.clone() - t(&bv)), &|i| av[i] - bv[i]);
+    same("div into rhs", get(a.clone() / t(&bv)), &|i| av[i] / bv[i]);
+    same("powf into rhs", get(a.clone().powf(t(&bv))), &|i| av[i].powf(bv[i]));
+    // the left operand unused elsewhere: written into it
+    same("powf into lhs", get(t(&av).powf(b.clone())), &|i| av[i].powf(bv[i]));
+    same("mul into lhs", get(t(&av) * b.clone()), &|i| av[i] * bv[i]);
+    // scalar and unary passes, in place and into a new buffer
+    same("mul_scalar", get(t(&av).mul_scalar(0.3)), &|i| av[i] * 0.3);
+    same("mul_scalar, new buffer", get(a.clone().mul_scalar(0.3)), &|i| av[i] * 0.3);
+    same("sqrt", get(b.clone().sqrt()), &|i| bv[i].sqrt());
+    same("exp in place", get(t(&av).exp()), &|i| av[i].exp());
+    let relu = |v: f32| if v.is_nan() || v > 0.0 { v } else { 0.0 };
+    same("relu, new buffer", get(burn::tensor::activation::relu(a.clone())), &|i| relu(av[i]));
+    same("relu in place", get(burn::tensor::activation::relu(t(&av))), &|i| relu(av[i]));
+    // a view at an offset (a slice): a new buffer
+    let tail = a.clone().slice([5..n]);
+    let got = get(tail.exp());
+    assert_eq!(got.len(), n - 5);
+    for (i, g) in got.iter().enumerate() {
+        let w = av[i + 5].exp();
+        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "slice exp at {i}");
     }
 }

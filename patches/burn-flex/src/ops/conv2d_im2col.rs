@@ -719,12 +719,15 @@ where
     let w_data: &[T] = weight.storage();
     let g_data: &[T] = grad.storage();
 
-    let mut dx = vec![T::zero(); geo.batch * geo.c_in * geo.h * geo.w];
+    let len = geo.batch * geo.c_in * geo.h * geo.w;
     #[cfg(feature = "rayon")]
     if let Some(nb) = geo.task_images() {
+        // each task zeroes its own images' planes first (not the caller, on one core)
+        let mut dx = scratch(len);
         x_backward_tasks(w_data, g_data, &geo, nb, &mut dx);
         return FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(x_shape), T::dtype());
     }
+    let mut dx = vec![T::zero(); len];
     // one image range after the other, each GEMM split over the workers
     let chunk = geo.chunk_images();
     let img = geo.c_in * geo.h * geo.w;
@@ -863,8 +866,8 @@ where
 }
 
 /// Input gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): each
-/// task packs its images' output gradient, runs one single-threaded GEMM and adds the
-/// columns back into its own images' planes of `dx` (zero on entry).
+/// task zeroes its own images' planes of `dx` (any values on entry), packs their output
+/// gradient, runs one single-threaded GEMM and adds the columns back into the planes.
 #[cfg(feature = "rayon")]
 fn x_backward_tasks<T>(w: &[T], grad: &[T], geo: &Geometry, nb: usize, dx: &mut [T])
 where
@@ -876,7 +879,10 @@ where
         .enumerate()
         .for_each_init(
             || RangeScratch::new(geo, nb),
-            |scratch, (t, region)| x_grad_range(w, grad, geo, t * nb, scratch, region, false),
+            |scratch, (t, region)| {
+                region.fill(T::zero());
+                x_grad_range(w, grad, geo, t * nb, scratch, region, false)
+            },
         );
 }
 

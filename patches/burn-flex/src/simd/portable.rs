@@ -8,13 +8,15 @@ use macerator::{Scalar, Simd, VBitAnd, VBitOr, VBitXor, vload_unaligned, vstore_
 #[cfg(feature = "rayon")]
 use rayon::prelude::*;
 
-/// Threshold for parallel execution (elements).
-/// For memory-bound operations, parallelism helps when data exceeds L3 cache.
+/// Threshold for parallel execution (elements): the same as the other element-wise
+/// passes (`ops::par_chunks::ELEMWISE_PAR_MIN`). On a few cores a memory-bound pass over
+/// 128 Ki elements gains more than a parallel loop costs to start (a batch of
+/// Inception-ResNet-v1 activations, 0.5-6 Mi elements, ran on one core at 4 Mi).
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 4 * 1024 * 1024;
+const PARALLEL_THRESHOLD: usize = 1 << 17;
 
 #[cfg(feature = "rayon")]
-const CHUNK_SIZE: usize = 4096;
+const CHUNK_SIZE: usize = 1 << 14;
 
 // ============================================================================
 // f32 in-place binary ops
