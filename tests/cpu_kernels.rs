@@ -132,6 +132,13 @@ fn case(c_in: usize, c_out: usize, k: [usize; 2], stride: [usize; 2], pad: [(usi
 #[test]
 fn pointwise() {
     check(case(5, 4, [1, 1], [1, 1], [(0, 0), (0, 0)]));
+    // maps on which the gradients are one GEMM per image on the tensors as they lie (input
+    // gradient from 64 positions, weight gradient from 256), with one image (no tasks) and
+    // several; and a map below both
+    for (batch, h, w) in [(3, 17, 17), (1, 16, 17), (2, 8, 8), (4, 3, 3)] {
+        let z = [(0, 0), (0, 0)];
+        check(Case { batch, c_in: 16, h, w, c_out: 8, k: [1, 1], stride: [1, 1], pad: z, dilation: [1, 1], groups: 1 });
+    }
 }
 
 #[test]

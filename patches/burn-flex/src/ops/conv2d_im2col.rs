@@ -44,6 +44,15 @@ const TASK_ELEMS: usize = 1 << 20;
 /// Below this many multiply-adds a GEMM runs on the calling thread.
 const PARALLEL_GEMM_FLOPS: usize = 128 * 128 * 128;
 
+/// Positions per map from which a pointwise convolution's input gradient is one GEMM per
+/// image straight into `dx` (see [`Geometry::direct_x_grad`]); below it (3x3 maps) the
+/// per-image GEMMs would be a few columns wide.
+const DIRECT_X_SPATIAL: usize = 64;
+
+/// Positions per map from which a pointwise convolution's weight gradient is one GEMM per
+/// image on the tensors as they lie (see [`Geometry::direct_w_grad`]).
+const DIRECT_W_SPATIAL: usize = 256;
+
 /// Shapes, strides and paddings of one 2-D convolution.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -106,6 +115,32 @@ impl Geometry {
             && self.pw == 0
             && self.ho + self.kh <= self.h + 1
             && self.wo + self.kw <= self.w + 1
+    }
+
+    /// Whether the input gradient of each image is one GEMM straight into its planes
+    /// (`W^T * G_b`): a pointwise convolution (1x1, stride 1, no padding, one group), whose
+    /// im2col matrix is the input itself, on maps of at least `DIRECT_X_SPATIAL` positions.
+    /// gemm reads `W^T` as it lies (column-major) and packs `G_b` itself, so the pack of the
+    /// output gradient, the column block, its scatter back and the zeroing of `dx` all go.
+    fn direct_x_grad(&self) -> bool {
+        self.pointwise() && self.spatial_out() >= DIRECT_X_SPATIAL
+    }
+
+    /// Whether the weight gradient is one GEMM per image on the tensors as they lie
+    /// (`dW += G_b * X_b^T`, `X_b^T` column-major so gemm reads it unpacked): a pointwise
+    /// convolution on maps of at least `DIRECT_W_SPATIAL` positions (K = one image's
+    /// positions must be deep enough to pay for a pass over `dW` per image).
+    fn direct_w_grad(&self) -> bool {
+        self.pointwise() && self.spatial_out() >= DIRECT_W_SPATIAL
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.groups == 1
+            && self.all_taps_inside()
+            && self.ho == self.h
+            && self.wo == self.w
     }
 
     /// Row `r` of the im2col matrix as `(channel, kernel row, kernel column)`.
@@ -694,7 +729,7 @@ where
     // one image range after the other, each GEMM split over the workers
     let mut dw = vec![T::zero(); geo.c_out * geo.rows()];
     let chunk = geo.chunk_images();
-    let mut scratch = RangeScratch::new(&geo, chunk);
+    let mut scratch = RangeScratch::new(&geo, chunk, geo.direct_w_grad());
     for b0 in (0..geo.batch).step_by(chunk) {
         let n = chunk.min(geo.batch - b0);
         weight_grad_range(x_data, g_data, &geo, b0, n, &mut scratch, &mut dw, b0 > 0, true);
@@ -731,7 +766,7 @@ where
     // one image range after the other, each GEMM split over the workers
     let chunk = geo.chunk_images();
     let img = geo.c_in * geo.h * geo.w;
-    let mut scratch = RangeScratch::new(&geo, chunk);
+    let mut scratch = RangeScratch::new(&geo, chunk, geo.direct_x_grad());
     for (t, region) in dx.chunks_mut(chunk * img).enumerate() {
         x_grad_range(w_data, g_data, &geo, t * chunk, &mut scratch, region, true);
     }
@@ -746,7 +781,11 @@ struct RangeScratch<T> {
 }
 
 impl<T: Float> RangeScratch<T> {
-    fn new(geo: &Geometry, nb: usize) -> Self {
+    /// Scratch for `nb` images; none when the pass at hand is `direct` (no im2col block).
+    fn new(geo: &Geometry, nb: usize, direct: bool) -> Self {
+        if direct {
+            return Self { cols: Vec::new(), packed: Vec::new() };
+        }
         let s = geo.spatial_out();
         Self { cols: scratch(geo.rows() * nb * s), packed: scratch(geo.og * nb * s) }
     }
@@ -768,6 +807,33 @@ fn weight_grad_range<T: Float + Send + Sync + 'static>(
 ) {
     let rows = geo.rows();
     let k = n * geo.spatial_out();
+    if geo.direct_w_grad() {
+        let s = geo.spatial_out();
+        let par = if split { parallelism(geo.c_out, geo.c_in, s) } else { gemm::Parallelism::None };
+        for bi in 0..n {
+            let b = b0 + bi;
+            // dW[c_out x c_in] (+)= G_b[c_out x s] * X_b^T[s x c_in]
+            unsafe {
+                gemm_strided(
+                    geo.c_out,
+                    geo.c_in,
+                    s,
+                    dw.as_mut_ptr(),
+                    geo.c_in,
+                    1,
+                    accumulate || bi > 0,
+                    grad.as_ptr().add(b * geo.c_out * s),
+                    s,
+                    1,
+                    x.as_ptr().add(b * geo.c_in * s),
+                    1,
+                    s,
+                    par,
+                );
+            }
+        }
+        return;
+    }
     let par = if split { parallelism(geo.og, rows, k) } else { gemm::Parallelism::None };
     for g in 0..geo.groups {
         im2col(x, geo, g, b0, n, &mut scratch.cols);
@@ -795,7 +861,8 @@ fn weight_grad_range<T: Float + Send + Sync + 'static>(
 }
 
 /// Adds the input gradient of the images `b0..` whose planes `region` holds (a whole number
-/// of images, zero on entry), all groups; the GEMMs split over the workers when `split`.
+/// of images, zero on entry; with [`Geometry::direct_x_grad`] they are written instead and
+/// may hold anything), all groups; the GEMMs split over the workers when `split`.
 fn x_grad_range<T: Float + Send + Sync + 'static>(
     w: &[T],
     grad: &[T],
@@ -807,6 +874,33 @@ fn x_grad_range<T: Float + Send + Sync + 'static>(
 ) {
     let rows = geo.rows();
     let n = region.len() / (geo.c_in * geo.h * geo.w);
+    if geo.direct_x_grad() {
+        let s = geo.spatial_out();
+        let par = if split { parallelism(geo.c_in, s, geo.c_out) } else { gemm::Parallelism::None };
+        for (bi, plane) in region.chunks_mut(geo.c_in * s).enumerate() {
+            // dx_b[c_in x s] = W^T[c_in x c_out] * G_b[c_out x s] (the planes' values on
+            // entry are not read)
+            unsafe {
+                gemm_strided(
+                    geo.c_in,
+                    s,
+                    geo.c_out,
+                    plane.as_mut_ptr(),
+                    s,
+                    1,
+                    false,
+                    w.as_ptr(),
+                    1,
+                    geo.c_in,
+                    grad.as_ptr().add((b0 + bi) * geo.c_out * s),
+                    s,
+                    1,
+                    par,
+                );
+            }
+        }
+        return;
+    }
     let ld = n * geo.spatial_out();
     let par = if split { parallelism(rows, ld, geo.og) } else { gemm::Parallelism::None };
     for g in 0..geo.groups {
@@ -846,7 +940,7 @@ where
 {
     use rayon::prelude::*;
     let len = geo.c_out * geo.rows();
-    let init = || (RangeScratch::new(geo, nb), vec![T::zero(); len]);
+    let init = || (RangeScratch::new(geo, nb, geo.direct_w_grad()), vec![T::zero(); len]);
     let partials: Vec<Vec<T>> = (0..geo.batch.div_ceil(nb))
         .into_par_iter()
         .fold(init, |(mut scratch, mut dw), t| {
@@ -878,9 +972,11 @@ where
     dx.par_chunks_mut(nb * img)
         .enumerate()
         .for_each_init(
-            || RangeScratch::new(geo, nb),
+            || RangeScratch::new(geo, nb, geo.direct_x_grad()),
             |scratch, (t, region)| {
-                region.fill(T::zero());
+                if !geo.direct_x_grad() {
+                    region.fill(T::zero());
+                }
                 x_grad_range(w, grad, geo, t * nb, scratch, region, false)
             },
         );
