@@ -24,6 +24,9 @@ pub struct AlignBench {
     /// Crop, resize and PNG encoding of the chosen face.
     pub crop: Duration,
     pub total: Duration,
+    /// Detection time (all stages) of each timed pass over the photos, for the median:
+    /// the like-for-like figure to set beside a detector timed on decoded images.
+    pub detect_passes: Vec<Duration>,
 }
 
 impl AlignBench {
@@ -31,6 +34,13 @@ impl AlignBench {
     pub fn images_per_s(&self) -> f64 {
         let s = self.total.as_secs_f64();
         if s > 0.0 { (self.images * self.repeats) as f64 / s } else { 0.0 }
+    }
+
+    /// Median over the passes of the detection seconds per image (decoded image in, faces
+    /// out: what a peer's `detect(image)` call does).
+    pub fn detect_median_s(&self) -> f64 {
+        let per: Vec<f64> = self.detect_passes.iter().map(|d| d.as_secs_f64() / self.images.max(1) as f64).collect();
+        crate::cli::bench::median(&per)
     }
 
     /// Mean seconds per image of a duration summed over the run.
@@ -44,6 +54,7 @@ impl std::fmt::Display for AlignBench {
         writeln!(f, "align: {} images x {} passes, {} faces per pass", self.images, self.repeats, self.faces)?;
         writeln!(f, "  images/s            {:>9.2}", self.images_per_s())?;
         writeln!(f, "  s/image             {:>9.4}", self.per_image(self.total))?;
+        writeln!(f, "  detect s/image      {:>9.4}  (median of passes)", self.detect_median_s())?;
         for (name, d) in [
             ("decode", self.decode),
             ("pyramid", self.stages.pyramid),
@@ -65,6 +76,7 @@ pub fn bench_align(images: &[PathBuf], mtcnn: &Mtcnn, repeats: usize) -> Result<
     for pass in 0..=bench.repeats {
         let timed = pass > 0;
         let mut faces = 0;
+        let mut detect = Duration::ZERO;
         for path in images {
             let t0 = Instant::now();
             let img = load_rgb(path)?;
@@ -81,6 +93,7 @@ pub fn bench_align(images: &[PathBuf], mtcnn: &Mtcnn, repeats: usize) -> Result<
             }
             let t3 = Instant::now();
             faces += found.len();
+            detect += t2 - t1;
             if timed {
                 bench.decode += t1 - t0;
                 bench.stages.add(&st);
@@ -89,6 +102,9 @@ pub fn bench_align(images: &[PathBuf], mtcnn: &Mtcnn, repeats: usize) -> Result<
             }
         }
         bench.faces = faces;
+        if timed {
+            bench.detect_passes.push(detect);
+        }
     }
     Ok(bench)
 }

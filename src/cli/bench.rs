@@ -231,7 +231,7 @@ fn align(b: AlignBenchArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
-            "s_per_image": r.per_image(r.total), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
+            "s_per_image": r.per_image(r.total), "detect_median_s": r.detect_median_s(), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
             "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()})
     );
     Ok(())
