@@ -507,6 +507,14 @@ fn elementwise_ops_on_large_tensors_match_definition() {
         let w = av[i + 5].exp();
         assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "slice exp at {i}");
     }
+    // large zeros and fills are written in parallel pieces
+    same("zeros", get(Tensor::<1>::zeros([n], &device)), &|_| 0.0);
+    same("full", get(Tensor::<1>::full([n], -2.5, &device)), &|_| -2.5);
+    // the gradient of a slice: zeros with the slice's gradient written in
+    let ad = device.clone().autodiff();
+    let x = Tensor::<1>::from_data(TensorData::new(bv.clone(), [n]), &ad).require_grad();
+    let grads = x.clone().slice([7..n - 3]).mul_scalar(2.0).sum().backward();
+    same("slice gradient", get(x.grad(&grads).unwrap()), &|i| if (7..n - 3).contains(&i) { 2.0 } else { 0.0 });
 }
 
 /// Forward + backward of each residual block of Inception-ResNet-v1 at batch 32 and 160x160 input (17x17, 8x8 and 3x3 maps:

@@ -233,7 +233,12 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        // large f32 zeros (autodiff's slice / pad gradients) are written in parallel pieces
+        let bytes = if dtype == DType::F32 && num_elements >= crate::ops::par_chunks::ELEMWISE_PAR_MIN {
+            Bytes::from_elems(crate::ops::par_chunks::filled(num_elements, 0f32))
+        } else {
+            Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size])
+        };
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
@@ -259,7 +264,7 @@ impl FlexTensor {
             "filled_typed: dtype size mismatch"
         );
         let n = shape.num_elements();
-        let data = alloc::vec![value; n];
+        let data = crate::ops::par_chunks::filled(n, value);
         let bytes = Bytes::from_elems(data);
         Self {
             data: Arc::new(bytes),

@@ -245,15 +245,18 @@ where
         bcoef[c] = from_f64(-k * xhat_coef);
         d[c] = from_f64(-k * sum_g / n);
     }
-    let mut x_grad = vec![T::zero(); xs.len()];
-    for_each_chunk(&mut x_grad, dims.spatial, |p, out| {
+    // every element is written below: no zeroing pass first (it ran on one thread)
+    let mut x_grad: Vec<T> = Vec::with_capacity(xs.len());
+    for_each_chunk(&mut x_grad.spare_capacity_mut()[..xs.len()], dims.spatial, |p, out| {
         let c = p % dims.channels;
         let (ka, kb, kd, m) = (a[c], bcoef[c], d[c], mean[c]);
         let range = p * dims.spatial..(p + 1) * dims.spatial;
         for ((o, g), x) in out.iter_mut().zip(&gs[range.clone()]).zip(&xs[range]) {
-            *o = *g * ka + (*x - m) * kb + kd;
+            o.write(*g * ka + (*x - m) * kb + kd);
         }
     });
+    // SAFETY: the chunks, one per (image, channel) plane, cover all `xs.len()` elements
+    unsafe { x_grad.set_len(xs.len()) };
 
     let channels = Shape::new([dims.channels]);
     let gamma_grad = tensor(sums.iter().map(|s| from_f64::<T>(s.1)).collect(), channels.clone());

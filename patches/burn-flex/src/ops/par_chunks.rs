@@ -96,7 +96,7 @@ where
 
 /// A new buffer of `n` elements, filled piece by piece: `fill(offset, piece)` writes every
 /// element of its piece.
-fn collect_pieces<R: Send, F>(n: usize, fill: F) -> Vec<R>
+pub(crate) fn collect_pieces<R: Send, F>(n: usize, fill: F) -> Vec<R>
 where
     F: Fn(usize, &mut [core::mem::MaybeUninit<R>]) + Send + Sync,
 {
@@ -106,6 +106,12 @@ where
     // first `n` elements.
     unsafe { out.set_len(n) };
     out
+}
+
+/// A new buffer of `n` copies of `value`, filled in parallel pieces when it is large (a
+/// `vec![value; n]` is one thread's memset, e.g. the zeros of a slice's gradient).
+pub(crate) fn filled<R: Copy + Send + Sync>(n: usize, value: R) -> Vec<R> {
+    collect_pieces(n, |_, piece| piece.fill(core::mem::MaybeUninit::new(value)))
 }
 
 /// `op(x)` for every element of `src`, as a new buffer.
