@@ -120,7 +120,7 @@ impl fmt::Display for AlignSummary {
             writeln!(f, "  write failed:       {:>8}", self.failed)?;
         }
         if self.dataset_warnings > 0 {
-            writeln!(f, "  non-image files:    {:>8}  (not counted above)", self.dataset_warnings)?;
+            writeln!(f, "  input skipped:      {:>8}  (empty folders, non-image files; not counted above)", self.dataset_warnings)?;
         }
         writeln!(f, "Bounding boxes: {}", self.bounding_boxes.display())?;
         write!(
