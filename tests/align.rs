@@ -496,16 +496,17 @@ fn align_cli_bad_inputs_resume_and_shards() {
     println!("{so}\n{se}");
     assert_eq!(se.matches("--gpu_memory_fraction").count(), 1, "said once: {se}");
     assert!(so.contains(&format!("Total number of images: {}", 9 + faces)), "{so}");
-    // empty, text and the 20000x20000 header without its pixels cannot be decoded (the huge
-    // PNG is streamed, see `align_cli_streams_huge_png`, and ends after its header: a one-line
-    // reason); the truncated JPEG may be
+    // empty, text, the truncated JPEG (refused like the reference's PIL does) and the
+    // 20000x20000 header without its pixels cannot be decoded (the huge PNG is streamed, see
+    // `align_cli_streams_huge_png`, and ends after its header): a one-line reason each
     assert!(se.contains("empty.jpg: empty file"), "{se}");
+    assert!(se.contains("truncated.jpg: truncated JPEG"), "{se}");
     assert!(se.contains("text.jpg"), "{se}");
     let huge = se.lines().find(|l| l.contains("huge.png")).unwrap_or_else(|| panic!("huge.png not reported: {se}"));
     assert!(huge.starts_with("unreadable: ") && huge.contains("at row 0 of 20000"), "{huge}");
     assert!(se.contains("notes.txt"), "non-image reported: {se}");
     let unreadable: usize = so.lines().find(|l| l.contains("unreadable:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!((3..=4).contains(&unreadable), "{so}");
+    assert_eq!(unreadable, 4, "{so}");
     let files = tree(&out1);
     let bb = String::from_utf8(files["bounding_boxes_00000.txt"].clone()).unwrap();
     // every readable bad image without a face has a path-only line

@@ -26,12 +26,32 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     if let Some(img) = super::jpeg::decode_exact(&bytes) {
         return Ok(img);
     }
+    // a JPEG cut short decodes "successfully" in lenient decoders, its missing rows grey; the
+    // reference's reader (PIL) refuses it ("image file is truncated"), and so do we
+    if truncated_jpeg(&bytes) {
+        return Err(fail("truncated JPEG (no end-of-image marker after its last scan)".into()));
+    }
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?
         .decode()
         .map_err(|e| fail(format!("cannot decode image: {e}")))?;
     Ok(img.to_rgb8())
+}
+
+/// Whether `bytes` is a JPEG whose last scan (`FF DA`) is not followed by an end-of-image
+/// marker (`FF D9`): the file was cut short. Inside scan data a `FF` byte is always followed by
+/// `00` or a restart marker, so a `FF D9` there is the real end; a second image appended after
+/// the first one's end (multi-picture files) ends with its own marker.
+pub fn truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match last(0xD9) {
+        None => true,
+        Some(eoi) => last(0xDA).is_some_and(|sos| eoi < sos),
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +69,23 @@ mod tests {
         std::fs::write(&text, b"hello, I am not a jpeg").unwrap();
         assert!(load_rgb(&text).unwrap_err().to_string().contains("text.jpg"));
         assert!(load_rgb(&d.path().join("missing.png")).is_err());
+        // a JPEG cut in the middle of its scan is refused with its reason; the whole one loads
+        let mut jpg = Vec::new();
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8]));
+        image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg).unwrap();
+        assert!(!truncated_jpeg(&jpg));
+        let whole = d.path().join("whole.jpg");
+        std::fs::write(&whole, &jpg).unwrap();
+        assert_eq!(load_rgb(&whole).unwrap().dimensions(), (64, 48));
+        let cut = d.path().join("cut.jpg");
+        std::fs::write(&cut, &jpg[..jpg.len() * 2 / 3]).unwrap();
+        assert!(truncated_jpeg(&jpg[..jpg.len() * 2 / 3]));
+        let e = load_rgb(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.jpg: truncated JPEG"), "{e}");
+        // another image appended after the end (multi-picture files) is not a cut
+        let mut two = jpg.clone();
+        two.extend_from_slice(&jpg);
+        assert!(!truncated_jpeg(&two));
     }
 
     #[test]
