@@ -40,7 +40,7 @@ impl AlignBench {
     /// out: what a peer's `detect(image)` call does).
     pub fn detect_median_s(&self) -> f64 {
         let per: Vec<f64> = self.detect_passes.iter().map(|d| d.as_secs_f64() / self.images.max(1) as f64).collect();
-        crate::cli::bench::median(&per)
+        crate::util::median(&per)
     }
 
     /// Mean seconds per image of a duration summed over the run.

@@ -9,6 +9,8 @@ use burn::prelude::*;
 use clap::{Args, Subcommand};
 use image::RgbImage;
 
+use crate::util::median;
+
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::registry::{model_from_def, ModelOptions};
@@ -98,20 +100,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Median of a list of seconds.
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    }
-}
 
 /// Face-like input images (182 px synthetic faces) for benchmarks.
 pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {

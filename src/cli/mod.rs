@@ -4,7 +4,7 @@
 //! snake_case (`--data_dir`): [`normalize_args`] rewrites the latter before parsing, so a
 //! user's old command line runs unchanged.
 
-pub(crate) mod bench;
+mod bench;
 mod compare;
 mod demo;
 mod embed;

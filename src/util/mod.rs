@@ -1,5 +1,20 @@
-//! Small shared helpers: atomic file output and progress bars.
+//! Small shared helpers: atomic file output, progress bars, the median of timings.
 
 pub mod atomic;
 pub mod progress;
 pub mod wheel;
+
+/// Median of a list of timings (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
