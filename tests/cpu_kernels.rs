@@ -141,6 +141,18 @@ fn pointwise() {
     }
 }
 
+/// Backward passes of batches of small maps, several images per task (uneven last task):
+/// 8x8 maps four tasks per worker, 3x3 maps as wide tasks; the partial weight gradients of
+/// the tasks summed.
+#[test]
+fn small_maps_in_multi_image_backward_tasks() {
+    let s1 = [(1, 1), (1, 1)];
+    for (batch, h) in [(37usize, 8usize), (40, 8), (37, 3)] {
+        check(Case { batch, c_in: 6, h, w: h, c_out: 5, k: [3, 3], stride: [1, 1], pad: s1, dilation: [1, 1], groups: 1 });
+        check(Case { batch, c_in: 6, h, w: h, c_out: 5, k: [1, 1], stride: [1, 1], pad: [(0, 0), (0, 0)], dilation: [1, 1], groups: 1 });
+    }
+}
+
 #[test]
 fn three_by_three_same_and_valid() {
     check(case(3, 6, [3, 3], [1, 1], [(1, 1), (1, 1)]));
@@ -376,7 +388,7 @@ fn conv_layer_speed() {
         let wv = values(c_out * c_in * k[0] * k[1], 2);
         let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [batch, c_in, h, w]), &device);
         let wt = Tensor::<4>::from_data(TensorData::new(wv.clone(), [c_out, c_in, k[0], k[1]]), &device);
-        let reps = 5;
+        let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
         let mut best_f = f64::MAX;
         for _ in 0..reps {
             let t = Instant::now();

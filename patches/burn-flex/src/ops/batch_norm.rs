@@ -85,15 +85,18 @@ fn affine<T: Float + Element + bytemuck::Pod + Send + Sync>(
     scale: &[T],
     shift: &[T],
 ) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    for_each_chunk(&mut out, dims.spatial, |p, o| {
+    // every element is written below: no zeroing pass first (one thread's memset)
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
+    for_each_chunk(&mut out.spare_capacity_mut()[..x.len()], dims.spatial, |p, o| {
         let c = p % dims.channels;
         let (a, b) = (scale[c], shift[c]);
         let src = &x[p * dims.spatial..(p + 1) * dims.spatial];
         for (o, v) in o.iter_mut().zip(src) {
-            *o = *v * a + b;
+            o.write(*v * a + b);
         }
     });
+    // SAFETY: the planes cover the buffer and each was written whole
+    unsafe { out.set_len(x.len()) };
     out
 }
 

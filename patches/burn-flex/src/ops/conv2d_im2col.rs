@@ -41,6 +41,17 @@ const CHUNK_ELEMS: usize = 1 << 22;
 #[cfg(feature = "rayon")]
 const TASK_ELEMS: usize = 1 << 20;
 
+/// Backward tasks per worker when the images are small enough to share tasks (see
+/// [`Geometry::task_images`]).
+#[cfg(feature = "rayon")]
+const TASKS_PER_WORKER: usize = 4;
+
+/// Fewest output positions (images x positions per map) of a backward task: on smaller
+/// maps (3x3) a task keeps this many, even if that leaves fewer than `TASKS_PER_WORKER`
+/// tasks per worker.
+#[cfg(feature = "rayon")]
+const MIN_TASK_COLS: usize = 256;
+
 /// Below this many multiply-adds a GEMM runs on the calling thread.
 const PARALLEL_GEMM_FLOPS: usize = 128 * 128 * 128;
 
@@ -167,6 +178,12 @@ impl Geometry {
     /// Images per task when a backward pass runs as parallel tasks, one image range per
     /// task with its own im2col block (at most `TASK_ELEMS` unless one image is larger) and
     /// single-threaded GEMMs, at least one task per worker; `None` for one worker or image.
+    ///
+    /// Small images would fit many to a task; they are spread over `TASKS_PER_WORKER` tasks
+    /// per worker instead (two tasks of 16 images left one worker idle whenever the other
+    /// was held up), as long as a task keeps at least `MIN_TASK_COLS` output positions: a
+    /// GEMM only a few columns wide, and one more partial weight gradient to zero and sum per
+    /// task, would cost more than the balance gains (3x3 maps).
     #[cfg(feature = "rayon")]
     fn task_images(&self) -> Option<usize> {
         let workers = threads();
@@ -174,7 +191,11 @@ impl Geometry {
             return None;
         }
         let per_image = (self.rows() * self.spatial_out()).max(1);
-        Some((TASK_ELEMS / per_image).clamp(1, self.batch.div_ceil(workers)))
+        let balanced = self
+            .batch
+            .div_ceil(workers * TASKS_PER_WORKER)
+            .max(MIN_TASK_COLS.div_ceil(self.spatial_out().max(1)));
+        Some((TASK_ELEMS / per_image).min(balanced).clamp(1, self.batch.div_ceil(workers)))
     }
 
     /// Images per chunk so that the im2col matrix stays under `CHUNK_ELEMS`.
@@ -954,7 +975,7 @@ where
     let mut parts = partials.into_iter();
     let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); len]);
     for part in parts {
-        dw.iter_mut().zip(&part).for_each(|(a, b)| *a = *a + *b);
+        super::par_chunks::zip_inplace(&mut dw, &part, |a, b| a + b);
     }
     dw
 }
