@@ -153,6 +153,31 @@ fn small_maps_in_multi_image_backward_tasks() {
     }
 }
 
+/// The weight gradient of a batch split into many tasks is the same, bit for bit, on every
+/// run (its partial sums are grouped by the shapes, not by how the work happened to be stolen):
+/// what lets a resumed training run repeat the uninterrupted one exactly.
+#[test]
+fn weight_gradient_is_the_same_on_every_run() {
+    let (batch, c_in, hw, c_out) = (48usize, 8usize, 20usize, 6usize);
+    let ad = Device::flex().autodiff();
+    let xv = values(batch * c_in * hw * hw, 11);
+    let wv = values(c_out * c_in * 9, 12);
+    let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
+    let grad = || {
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [batch, c_in, hw, hw]), &ad);
+        let w = Tensor::<4>::from_data(TensorData::new(wv.clone(), [c_out, c_in, 3, 3]), &ad).require_grad();
+        let y = conv2d(x, w.clone(), None, options.clone());
+        let grads = (y.clone() * y).sum().backward();
+        w.grad(&grads).unwrap().to_data().try_into_vec_as::<f32>().unwrap()
+    };
+    let first = grad();
+    for run in 1..12 {
+        let again = grad();
+        let same = first.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "run {run}: the weight gradient differs from the first run's");
+    }
+}
+
 #[test]
 fn three_by_three_same_and_valid() {
     check(case(3, 6, [3, 3], [1, 1], [(1, 1), (1, 1)]));

@@ -949,11 +949,17 @@ fn x_grad_range<T: Float + Send + Sync + 'static>(
     }
 }
 
-/// Weight gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): each
-/// worker accumulates its own partial `dW` with single-threaded GEMMs, then the partials are
-/// summed. With a small `c_out x rows` output and a long `K = images x pixels` (the large
-/// early layers) one shared GEMM splits its output into too few blocks to keep every worker
-/// busy; splitting `K` instead does.
+/// Weight gradient as parallel tasks over image ranges (see [`Geometry::task_images`]): the
+/// ranges form at most `TASKS_PER_WORKER` groups per worker, each group accumulates its own
+/// partial `dW` with single-threaded GEMMs, then the partials are summed in group order.
+/// With a small `c_out x rows` output and a long `K = images x pixels` (the large early
+/// layers) one shared GEMM splits its output into too few blocks to keep every worker busy;
+/// splitting `K` instead does.
+///
+/// The groups are fixed by the shapes and the number of workers, so the sums are too: the
+/// same inputs give the same bits on every run (a rayon `fold` made one partial per piece
+/// its work stealing happened to split off, which made training runs differ in the last
+/// bits from one run to the next).
 #[cfg(feature = "rayon")]
 fn weight_backward_tasks<T>(x: &[T], grad: &[T], geo: &Geometry, nb: usize) -> Vec<T>
 where
@@ -961,16 +967,20 @@ where
 {
     use rayon::prelude::*;
     let len = geo.c_out * geo.rows();
-    let init = || (RangeScratch::new(geo, nb, geo.direct_w_grad()), vec![T::zero(); len]);
-    let partials: Vec<Vec<T>> = (0..geo.batch.div_ceil(nb))
+    let tasks = geo.batch.div_ceil(nb);
+    let groups = tasks.min(threads() * TASKS_PER_WORKER).max(1);
+    let partials: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
-        .fold(init, |(mut scratch, mut dw), t| {
-            let b0 = t * nb;
-            let n = nb.min(geo.batch - b0);
-            weight_grad_range(x, grad, geo, b0, n, &mut scratch, &mut dw, true, false);
-            (scratch, dw)
+        .map(|gi| {
+            let mut scratch = RangeScratch::new(geo, nb, geo.direct_w_grad());
+            let mut dw = vec![T::zero(); len];
+            for t in gi * tasks / groups..(gi + 1) * tasks / groups {
+                let b0 = t * nb;
+                let n = nb.min(geo.batch - b0);
+                weight_grad_range(x, grad, geo, b0, n, &mut scratch, &mut dw, true, false);
+            }
+            dw
         })
-        .map(|(_, dw)| dw)
         .collect();
     let mut parts = partials.into_iter();
     let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); len]);
