@@ -6,13 +6,18 @@ use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::PReluConfig;
-use burn::tensor::{Device, Tensor, Distribution};
+use burn::tensor::{Device, Distribution, Tensor};
 use std::time::Instant;
 
 fn time<F: FnMut() -> Tensor<4>>(name: &str, mac: f64, mut f: F) {
     let _ = f();
     let mut best = f64::MAX;
-    for _ in 0..reps() { let t = Instant::now(); let o = f(); let _ = o.dims(); best = best.min(t.elapsed().as_secs_f64()); }
+    for _ in 0..reps() {
+        let t = Instant::now();
+        let o = f();
+        let _ = o.dims();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
     println!("{name:32} {:8.2} ms {:7.1} GF/s", best * 1e3, 2.0 * mac / best / 1e9);
 }
 
@@ -36,7 +41,9 @@ fn main() {
     ];
     let only = std::env::args().nth(1).unwrap_or_default();
     for &(name, n, cin, h, w, cout, k) in cases {
-        if !name.contains(only.as_str()) { continue; }
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let conv = Conv2dConfig::new([cin, cout], [k, k]).init(&d);
         let x: Tensor<4> = Tensor::random([n, cin, h, w], Distribution::Uniform(-1.0, 1.0), &d);
         let (ho, wo) = (h - k + 1, w - k + 1);
@@ -50,4 +57,6 @@ fn main() {
         let _ = conv.clone().into_record();
     }
 }
-fn reps() -> usize { std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7) }
+fn reps() -> usize {
+    std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7)
+}

@@ -128,8 +128,7 @@ fn resize_matches_opencv_inter_area() {
             let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
             assert_eq!(diff, 0, "u8 60x44 -> {dw}x{dh}: {diff} bytes differ from cv2");
         } else {
-            let src: Vec<usize> =
-                case["src_f64_rows_cols"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let src: Vec<usize> = case["src_f64_rows_cols"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
             let (sh, sw) = (src[0], src[1]);
             let sub: Vec<f64> = (0..sh).flat_map(|y| crop[y * 29 * 3..(y * 29 + sw) * 3].to_vec()).collect();
             let got = resize_area_f64(&sub, sw, sh, 3, dw, dh);
@@ -215,12 +214,13 @@ fn photos_match_reference() {
         for wf in want {
             let wb: Vec<f64> = flat(&wf["box"]).iter().map(|v| *v as f64).collect();
             let wb = [wb[0], wb[1], wb[2], wb[3]];
-            let (best, i) = faces
-                .iter()
-                .map(|f| iou(f.bbox, wb))
-                .enumerate()
-                .map(|(i, v)| (v, i))
-                .fold((0.0, usize::MAX), |a, b| if b.0 > a.0 { b } else { a });
+            let (best, i) = faces.iter().map(|f| iou(f.bbox, wb)).enumerate().map(|(i, v)| (v, i)).fold((0.0, usize::MAX), |a, b| {
+                if b.0 > a.0 {
+                    b
+                } else {
+                    a
+                }
+            });
             assert!(best >= 0.98, "{name}: reference face {wb:?} not found (best IoU {best:.3})");
             let f = &faces[i];
             worst_iou = worst_iou.min(best);
@@ -255,9 +255,7 @@ fn photos_match_reference() {
             let want_bb: Vec<u32> = entry["box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
             assert_eq!(bb.to_vec(), want_bb, "{name}: crop box");
             let crop = crop_and_resize(&img, bb, 182);
-            let mean: Vec<f64> = (0..3)
-                .map(|c| crop.pixels().map(|p| p.0[c] as f64).sum::<f64>() / (182.0 * 182.0))
-                .collect();
+            let mean: Vec<f64> = (0..3).map(|c| crop.pixels().map(|p| p.0[c] as f64).sum::<f64>() / (182.0 * 182.0)).collect();
             let want_mean = flat(&entry["mean_rgb"]);
             let dm = (0..3).map(|c| (mean[c] - want_mean[c] as f64).abs()).fold(0.0, f64::max);
             println!("{name}: crop box {bb:?} equal; mean RGB of the 182x182 crop within {dm:.3} levels");
@@ -329,9 +327,7 @@ fn crc32(data: &[u8]) -> u32 {
 /// A tiny PNG file whose header says 20000 x 20000 RGB (1.2 GB decoded).
 fn huge_png() -> Vec<u8> {
     let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&[0u8; 12], 2, 2, image::ExtendedColorType::Rgb8)
-        .unwrap();
+    image::codecs::png::PngEncoder::new(&mut png).write_image(&[0u8; 12], 2, 2, image::ExtendedColorType::Rgb8).unwrap();
     png[16..20].copy_from_slice(&20000u32.to_be_bytes());
     png[20..24].copy_from_slice(&20000u32.to_be_bytes());
     let crc = crc32(&png[12..29]);
@@ -406,7 +402,8 @@ fn align_cli_streams_huge_png() {
     println!("{so}\n{se}\naligned in {:.1} s", t.elapsed().as_secs_f64());
     assert!(so.contains("Total number of images: 3"), "{so}");
     assert!(so.contains("Number of successfully aligned images: 1"), "{so}");
-    let count = |what: &str| -> usize { so.lines().find(|l| l.contains(what)).unwrap().split_whitespace().last().unwrap().parse().unwrap() };
+    let count =
+        |what: &str| -> usize { so.lines().find(|l| l.contains(what)).unwrap().split_whitespace().last().unwrap().parse().unwrap() };
     assert_eq!((count("no face found:"), count("unreadable:")), (1, 1), "{so}");
     assert!(se.contains(&format!("Unable to align \"{}\"", input.join("big/blank.png").display())), "{se}");
     let bmp = se.lines().find(|l| l.contains("huge.bmp")).unwrap();
@@ -430,7 +427,8 @@ fn align_cli_streams_huge_png() {
     // the crop: the box's pixels of the original, resized as for any image
     let crop = image::open(&crop_path).unwrap().to_rgb8();
     assert_eq!(crop.dimensions(), (160, 160));
-    let window = image::RgbImage::from_fn(bb[2] - bb[0], bb[3] - bb[1], |x, y| image::Rgb(huge_pixel(Some(&face), at, bb[0] + x, bb[1] + y)));
+    let window =
+        image::RgbImage::from_fn(bb[2] - bb[0], bb[3] - bb[1], |x, y| image::Rgb(huge_pixel(Some(&face), at, bb[0] + x, bb[1] + y)));
     assert_eq!(crop, crop_and_resize(&window, [0, 0, window.width(), window.height()], 160));
 }
 
@@ -492,7 +490,14 @@ fn align_cli_bad_inputs_resume_and_shards() {
     let input = d.path().join("in");
     let faces = make_dataset(&input);
     let out1 = d.path().join("out1");
-    let (so, se) = run_ok(facenet().arg("align").arg(&input).arg(&out1).args(["--image_size", "64", "--margin", "10", "--gpu_memory_fraction", "0.5"]));
+    let (so, se) = run_ok(facenet().arg("align").arg(&input).arg(&out1).args([
+        "--image_size",
+        "64",
+        "--margin",
+        "10",
+        "--gpu_memory_fraction",
+        "0.5",
+    ]));
     println!("{so}\n{se}");
     assert_eq!(se.matches("--gpu_memory_fraction").count(), 1, "said once: {se}");
     assert!(so.contains(&format!("Total number of images: {}", 9 + faces)), "{so}");
@@ -558,7 +563,9 @@ fn align_cli_bad_inputs_resume_and_shards() {
     for mut k in kids {
         assert!(k.wait().unwrap().success());
     }
-    let crops = |t: &BTreeMap<String, Vec<u8>>| t.iter().filter(|(k, _)| k.ends_with(".png")).map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>();
+    let crops = |t: &BTreeMap<String, Vec<u8>>| {
+        t.iter().filter(|(k, _)| k.ends_with(".png")).map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>()
+    };
     let t2 = tree(&out2);
     assert_eq!(crops(&t2), crops(&files));
     assert!(t2.contains_key("bounding_boxes_00001.txt") && t2.contains_key("bounding_boxes_00002.txt"));
@@ -610,7 +617,14 @@ fn bench_pnet_layers() {
         let o = p.forward(x.clone());
         let _ = o.prob.into_data();
         let t6 = t.elapsed();
-        println!("conv1 {t1:?} prelu1 {:?} pool {:?} conv2+prelu {:?} conv3+prelu {:?} whole {:?}", t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5);
+        println!(
+            "conv1 {t1:?} prelu1 {:?} pool {:?} conv2+prelu {:?} conv3+prelu {:?} whole {:?}",
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+            t5 - t4,
+            t6 - t5
+        );
     }
     let x = pattern_nchw(882, 24, 24);
     let t = Instant::now();
@@ -663,21 +677,60 @@ fn embed_align_and_compare_on_photos() {
     let tmp = tempfile::tempdir().unwrap();
     let syn = tmp.path().join("syn");
     run_ok(facenet().arg("synth").arg(&syn).args([
-        "--identities", "4", "--images_per_identity", "3", "--image_size", "64", "--pairs_identities", "4", "--pairs_images_per_identity", "3",
-        "--pairs_folds", "2", "--pairs_per_fold", "3", "--no_baseline",
+        "--identities",
+        "4",
+        "--images_per_identity",
+        "3",
+        "--image_size",
+        "64",
+        "--pairs_identities",
+        "4",
+        "--pairs_images_per_identity",
+        "3",
+        "--pairs_folds",
+        "2",
+        "--pairs_per_fold",
+        "3",
+        "--no_baseline",
     ]));
-    run_ok(facenet().arg("train").args(["--data_dir"]).arg(syn.join("train")).args(["--logs_base_dir"]).arg(tmp.path().join("logs")).args([
-        "--models_base_dir",
-    ])
-    .arg(tmp.path().join("models"))
-    .args(["--model_def", "inception_resnet_v1_small", "--image_size", "64", "--max_nrof_epochs", "1", "--epoch_size", "1", "--batch_size", "4"]));
+    run_ok(
+        facenet()
+            .arg("train")
+            .args(["--data_dir"])
+            .arg(syn.join("train"))
+            .args(["--logs_base_dir"])
+            .arg(tmp.path().join("logs"))
+            .args(["--models_base_dir"])
+            .arg(tmp.path().join("models"))
+            .args([
+                "--model_def",
+                "inception_resnet_v1_small",
+                "--image_size",
+                "64",
+                "--max_nrof_epochs",
+                "1",
+                "--epoch_size",
+                "1",
+                "--batch_size",
+                "4",
+            ]),
+    );
     let run = fs::read_dir(tmp.path().join("models")).unwrap().next().unwrap().unwrap().path();
 
     let blank = tmp.path().join("blank.png");
     image::RgbImage::from_pixel(120, 90, image::Rgb([200, 200, 200])).save(&blank).unwrap();
     let npy = tmp.path().join("emb.npy");
     let (stdout, stderr) = run_ok(
-        facenet().arg("embed").arg("--align").arg("--model").arg(&run).arg(photos.join("t1.jpg")).arg(&blank).arg(photos.join("Tom_Hanks_54745.png")).arg("-o").arg(&npy),
+        facenet()
+            .arg("embed")
+            .arg("--align")
+            .arg("--model")
+            .arg(&run)
+            .arg(photos.join("t1.jpg"))
+            .arg(&blank)
+            .arg(photos.join("Tom_Hanks_54745.png"))
+            .arg("-o")
+            .arg(&npy),
     );
     assert!(stdout.contains("2 images"), "{stdout}");
     assert!(stderr.contains("no face found, skipped") && stderr.contains("blank.png"), "{stderr}");
@@ -693,7 +746,8 @@ fn embed_align_and_compare_on_photos() {
         assert!((norm - 1.0).abs() < 1e-3, "embedding norm {norm}");
     }
 
-    let (stdout, _) = run_ok(facenet().arg("compare").arg("--model").arg(&run).arg(photos.join("t1.jpg")).arg(photos.join("Tom_Hanks_54745.png")));
+    let (stdout, _) =
+        run_ok(facenet().arg("compare").arg("--model").arg(&run).arg(photos.join("t1.jpg")).arg(photos.join("Tom_Hanks_54745.png")));
     let matrix: Vec<Vec<f64>> = stdout
         .lines()
         .filter_map(|l| {

@@ -40,8 +40,18 @@ fn reference_command_lines_give_clear_errors() {
 fn synth(dir: &Path, extra: &[&str]) -> String {
     let mut c = facenet();
     c.arg("synth").arg(dir).args([
-        "--identities", "6", "--images_per_identity", "4", "--image_size", "48",
-        "--pairs_identities", "4", "--pairs_folds", "2", "--pairs_per_fold", "3",
+        "--identities",
+        "6",
+        "--images_per_identity",
+        "4",
+        "--image_size",
+        "48",
+        "--pairs_identities",
+        "4",
+        "--pairs_folds",
+        "2",
+        "--pairs_per_fold",
+        "3",
     ]);
     c.args(extra);
     stdout_of(&mut c)
@@ -130,7 +140,18 @@ fn validate_on_embedding_files() {
     facenet::data::npy::write_bools(&ip, &same).unwrap();
     let json = tmp.path().join("r.json");
     let report = tmp.path().join("report.html");
-    let out = stdout_of(facenet().arg("validate").arg("--embeddings").arg(&ep).arg("--issame").arg(&ip).arg("--json").arg(&json).arg("--report").arg(&report));
+    let out = stdout_of(
+        facenet()
+            .arg("validate")
+            .arg("--embeddings")
+            .arg(&ep)
+            .arg("--issame")
+            .arg(&ip)
+            .arg("--json")
+            .arg(&json)
+            .arg("--report")
+            .arg(&report),
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("<svg") && html.contains("Per fold"), "report lacks charts");
     assert!(out.contains("Accuracy: 1.00000+-0.00000"), "{out}");
@@ -154,21 +175,61 @@ fn train_then_validate_and_embed_with_the_model() {
     let data = tmp.path().join("syn");
     let mut c = facenet();
     c.arg("synth").arg(&data).args([
-        "--identities", "8", "--images_per_identity", "6", "--image_size", "40",
-        "--pairs_identities", "6", "--pairs_folds", "10", "--pairs_per_fold", "2", "--no_baseline",
+        "--identities",
+        "8",
+        "--images_per_identity",
+        "6",
+        "--image_size",
+        "40",
+        "--pairs_identities",
+        "6",
+        "--pairs_folds",
+        "10",
+        "--pairs_per_fold",
+        "2",
+        "--no_baseline",
     ]);
     stdout_of(&mut c);
     let models = tmp.path().join("models");
     let mut t = facenet();
-    t.arg("train").arg("--logs_base_dir").arg(tmp.path().join("logs")).arg("--models_base_dir").arg(&models)
-        .arg("--data_dir").arg(data.join("train"))
-        .args(["--image_size", "32", "--model_def", "models.inception_resnet_v1_small", "--max_nrof_epochs", "1",
-               "--epoch_size", "2", "--batch_size", "8", "--optimizer", "ADAM", "--learning_rate", "0.01"]);
+    t.arg("train")
+        .arg("--logs_base_dir")
+        .arg(tmp.path().join("logs"))
+        .arg("--models_base_dir")
+        .arg(&models)
+        .arg("--data_dir")
+        .arg(data.join("train"))
+        .args([
+            "--image_size",
+            "32",
+            "--model_def",
+            "models.inception_resnet_v1_small",
+            "--max_nrof_epochs",
+            "1",
+            "--epoch_size",
+            "2",
+            "--batch_size",
+            "8",
+            "--optimizer",
+            "ADAM",
+            "--learning_rate",
+            "0.01",
+        ]);
     stdout_of(&mut t);
     let run = std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path();
     let json = tmp.path().join("v.json");
-    let out = stdout_of(facenet().arg("validate").arg(data.join("pairs")).arg(&run)
-        .arg("--lfw_pairs").arg(data.join("pairs.txt")).arg("--json").arg(&json).arg("--report").arg(tmp.path().join("r.html")));
+    let out = stdout_of(
+        facenet()
+            .arg("validate")
+            .arg(data.join("pairs"))
+            .arg(&run)
+            .arg("--lfw_pairs")
+            .arg(data.join("pairs.txt"))
+            .arg("--json")
+            .arg(&json)
+            .arg("--report")
+            .arg(tmp.path().join("r.html")),
+    );
     assert!(out.contains("Accuracy: "), "{out}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["accuracy_per_fold"].as_array().unwrap().len(), 10);

@@ -28,9 +28,8 @@ struct Case {
 
 impl Case {
     fn out(&self) -> [usize; 2] {
-        let o = |i: usize, size: usize| {
-            (size + self.pad[i].0 + self.pad[i].1 - self.dilation[i] * (self.k[i] - 1) - 1) / self.stride[i] + 1
-        };
+        let o =
+            |i: usize, size: usize| (size + self.pad[i].0 + self.pad[i].1 - self.dilation[i] * (self.k[i] - 1) - 1) / self.stride[i] + 1;
         [o(0, self.h), o(1, self.w)]
     }
 }
@@ -91,10 +90,7 @@ fn assert_close(name: &str, case: &Case, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{name} length, {case:?}");
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            ((*g as f64) - w).abs() <= 1e-4 * scale,
-            "{name}[{i}] = {g}, expected {w} (scale {scale}), {case:?}"
-        );
+        assert!(((*g as f64) - w).abs() <= 1e-4 * scale, "{name}[{i}] = {g}, expected {w} (scale {scale}), {case:?}");
     }
 }
 
@@ -212,16 +208,19 @@ fn dilation_and_groups() {
 #[test]
 fn batch_larger_than_one_im2col_chunk() {
     // 24 * 9 * 48 * 48 rows x columns per image: a chunk (4 Mi elements) holds 8 images.
-    let c = Case { batch: 20, c_in: 24, h: 48, w: 48, c_out: 8, k: [3, 3], stride: [1, 1], pad: [(1, 1), (1, 1)], dilation: [1, 1], groups: 1 };
+    let c =
+        Case { batch: 20, c_in: 24, h: 48, w: 48, c_out: 8, k: [3, 3], stride: [1, 1], pad: [(1, 1), (1, 1)], dilation: [1, 1], groups: 1 };
     check(c);
 }
 
 #[test]
 fn large_images_in_bands_of_output_rows() {
     // 27 x 218 x 198 im2col elements per image: above the banding threshold (1 Mi).
-    let c = Case { batch: 2, c_in: 3, h: 220, w: 200, c_out: 5, k: [3, 3], stride: [1, 1], pad: [(0, 0), (0, 0)], dilation: [1, 1], groups: 1 };
+    let c =
+        Case { batch: 2, c_in: 3, h: 220, w: 200, c_out: 5, k: [3, 3], stride: [1, 1], pad: [(0, 0), (0, 0)], dilation: [1, 1], groups: 1 };
     check(c);
-    let c = Case { batch: 1, c_in: 4, h: 401, w: 357, c_out: 6, k: [3, 3], stride: [2, 2], pad: [(0, 1), (1, 1)], dilation: [1, 1], groups: 1 };
+    let c =
+        Case { batch: 1, c_in: 4, h: 401, w: 357, c_out: 6, k: [3, 3], stride: [2, 2], pad: [(0, 1), (1, 1)], dilation: [1, 1], groups: 1 };
     check(c);
 }
 
@@ -302,42 +301,49 @@ fn max_pool2d_matches_definition() {
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
     for (h, w) in [(11usize, 8usize), (9, 13), (4, 3), (5, 37), (3, 48), (22, 22), (23, 46), (7, 32)] {
-    let (n, c) = (2usize, 3usize);
-    let mut xv = values(n * c * h * w, 9);
-    xv[5] = f32::NAN;
-    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &Device::flex());
-    for (k, s, p, d, ceil) in [(2, 2, 0, 1, true), (3, 2, 0, 1, true), (3, 2, 0, 1, false), (3, 1, 1, 1, false), (2, 1, 0, 2, false)] {
-        let options = MaxPoolOptions::new([k, k]).with_stride([s, s]).with_padding([p, p]).with_dilation([d, d]).with_ceil_mode(ceil);
-        let y = max_pool2d(x.clone(), options);
-        let [_, _, oh, ow] = y.dims();
-        let size = |i: usize| {
-            let num = i + 2 * p - d * (k - 1) - 1;
-            let o = if ceil { num.div_ceil(s) + 1 } else { num / s + 1 };
-            if ceil && (o - 1) * s >= i + p { o - 1 } else { o }
-        };
-        assert_eq!((oh, ow), (size(h), size(w)), "k{k} s{s} p{p} d{d} ceil {ceil}");
-        let got = y.to_data().try_into_vec_as::<f32>().unwrap();
-        for b in 0..n * c {
-            for r in 0..oh {
-                for q in 0..ow {
-                    let mut want = f32::NEG_INFINITY;
-                    for i in 0..k {
-                        for j in 0..k {
-                            let (ih, iw) = ((r * s + i * d) as isize - p as isize, (q * s + j * d) as isize - p as isize);
-                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
-                                let v = xv[b * h * w + ih as usize * w + iw as usize];
-                                if v > want || v.is_nan() {
-                                    want = v;
+        let (n, c) = (2usize, 3usize);
+        let mut xv = values(n * c * h * w, 9);
+        xv[5] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &Device::flex());
+        for (k, s, p, d, ceil) in [(2, 2, 0, 1, true), (3, 2, 0, 1, true), (3, 2, 0, 1, false), (3, 1, 1, 1, false), (2, 1, 0, 2, false)] {
+            let options = MaxPoolOptions::new([k, k]).with_stride([s, s]).with_padding([p, p]).with_dilation([d, d]).with_ceil_mode(ceil);
+            let y = max_pool2d(x.clone(), options);
+            let [_, _, oh, ow] = y.dims();
+            let size = |i: usize| {
+                let num = i + 2 * p - d * (k - 1) - 1;
+                let o = if ceil { num.div_ceil(s) + 1 } else { num / s + 1 };
+                if ceil && (o - 1) * s >= i + p {
+                    o - 1
+                } else {
+                    o
+                }
+            };
+            assert_eq!((oh, ow), (size(h), size(w)), "k{k} s{s} p{p} d{d} ceil {ceil}");
+            let got = y.to_data().try_into_vec_as::<f32>().unwrap();
+            for b in 0..n * c {
+                for r in 0..oh {
+                    for q in 0..ow {
+                        let mut want = f32::NEG_INFINITY;
+                        for i in 0..k {
+                            for j in 0..k {
+                                let (ih, iw) = ((r * s + i * d) as isize - p as isize, (q * s + j * d) as isize - p as isize);
+                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
+                                    let v = xv[b * h * w + ih as usize * w + iw as usize];
+                                    if v > want || v.is_nan() {
+                                        want = v;
+                                    }
                                 }
                             }
                         }
+                        let g = got[(b * oh + r) * ow + q];
+                        assert!(
+                            g == want || (g.is_nan() && want.is_nan()),
+                            "{h}x{w} k{k} s{s} p{p} d{d} ceil {ceil} at {b},{r},{q}: {g} vs {want}"
+                        );
                     }
-                    let g = got[(b * oh + r) * ow + q];
-                    assert!(g == want || (g.is_nan() && want.is_nan()), "{h}x{w} k{k} s{s} p{p} d{d} ceil {ceil} at {b},{r},{q}: {g} vs {want}");
                 }
             }
         }
-    }
     }
 }
 
@@ -477,22 +483,22 @@ fn prelu_per_channel_matches_definition() {
     use burn::tensor::activation::prelu;
     // small planes (a task per image) and large ones (a task per plane)
     for (n, c, h, w) in [(3usize, 5usize, 7usize, 6usize), (2, 3, 70, 64)] {
-    let mut xv = values(n * c * h * w, 4);
-    xv[3] = f32::NAN;
-    xv[4] = -0.0;
-    let av: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
-    let device = Device::flex();
-    let alpha = Tensor::<1>::from_data(TensorData::new(av.clone(), [c]), &device);
-    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device);
-    let shared = prelu(x.clone(), alpha.clone()).to_data().try_into_vec_as::<f32>().unwrap();
-    let unshared = prelu(x, alpha).to_data().try_into_vec_as::<f32>().unwrap();
-    for (i, &v) in xv.iter().enumerate() {
-        let a = av[(i / (h * w)) % c];
-        let want = if v >= 0.0 { v } else { a * v };
-        for got in [shared[i], unshared[i]] {
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{n}x{c}x{h}x{w} at {i}: {got} vs {want}");
+        let mut xv = values(n * c * h * w, 4);
+        xv[3] = f32::NAN;
+        xv[4] = -0.0;
+        let av: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
+        let device = Device::flex();
+        let alpha = Tensor::<1>::from_data(TensorData::new(av.clone(), [c]), &device);
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device);
+        let shared = prelu(x.clone(), alpha.clone()).to_data().try_into_vec_as::<f32>().unwrap();
+        let unshared = prelu(x, alpha).to_data().try_into_vec_as::<f32>().unwrap();
+        for (i, &v) in xv.iter().enumerate() {
+            let a = av[(i / (h * w)) % c];
+            let want = if v >= 0.0 { v } else { a * v };
+            for got in [shared[i], unshared[i]] {
+                assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{n}x{c}x{h}x{w} at {i}: {got} vs {want}");
+            }
         }
-    }
     }
 }
 

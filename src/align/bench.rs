@@ -33,7 +33,11 @@ impl AlignBench {
     /// Images aligned per second (decode to encoded crop).
     pub fn images_per_s(&self) -> f64 {
         let s = self.total.as_secs_f64();
-        if s > 0.0 { (self.images * self.repeats) as f64 / s } else { 0.0 }
+        if s > 0.0 {
+            (self.images * self.repeats) as f64 / s
+        } else {
+            0.0
+        }
     }
 
     /// Median over the passes of the detection seconds per image (decoded image in, faces

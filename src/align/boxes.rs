@@ -42,14 +42,7 @@ pub const PNET_CELL: f64 = 12.0;
 /// and scans its output in row-major order). When a scale has exactly one candidate, the
 /// reference reads its regression from the mirrored column (`out_w - 1 - c`): a quirk of its
 /// `np.flipud` on single detections, kept here so the boxes match.
-pub fn generate_candidates(
-    prob: &[f32],
-    reg: &[f32],
-    out_h: usize,
-    out_w: usize,
-    scale: f64,
-    threshold: f64,
-) -> Vec<Candidate> {
+pub fn generate_candidates(prob: &[f32], reg: &[f32], out_h: usize, out_w: usize, scale: f64, threshold: f64) -> Vec<Candidate> {
     let plane = out_h * out_w;
     debug_assert_eq!(prob.len(), plane);
     debug_assert_eq!(reg.len(), 4 * plane);

@@ -259,11 +259,7 @@ impl Mtcnn {
             }
             let p: [f64; 10] = std::array::from_fn(|k| points[10 * i + k] as f64);
             let r = [reg[4 * i], reg[4 * i + 1], reg[4 * i + 2], reg[4 * i + 3]].map(|v| v as f64);
-            faces.push(Face {
-                bbox: boxes::bbreg(stage2[i], r),
-                prob: prob[i] as f64,
-                landmarks: boxes::landmarks(stage2[i], &p),
-            });
+            faces.push(Face { bbox: boxes::bbreg(stage2[i], r), prob: prob[i] as f64, landmarks: boxes::landmarks(stage2[i], &p) });
         }
         let rects: Vec<Rect> = faces.iter().map(|f| f.bbox).collect();
         let scores: Vec<f64> = faces.iter().map(|f| f.prob).collect();

@@ -123,12 +123,7 @@ impl fmt::Display for AlignSummary {
             writeln!(f, "  input skipped:      {:>8}  (empty folders, non-image files; not counted above)", self.dataset_warnings)?;
         }
         writeln!(f, "Bounding boxes: {}", self.bounding_boxes.display())?;
-        write!(
-            f,
-            "Time: {:.1} s ({:.2} images/s processed)",
-            secs,
-            if secs > 0.0 { done as f64 / secs } else { 0.0 }
-        )
+        write!(f, "Time: {:.1} s ({:.2} images/s processed)", secs, if secs > 0.0 { done as f64 / secs } else { 0.0 })
     }
 }
 
@@ -174,8 +169,7 @@ pub fn align_dataset(opts: &AlignOptions, mtcnn: &Mtcnn) -> Result<AlignSummary>
     for w in &dataset.warnings {
         eprintln!("{w}");
     }
-    std::fs::create_dir_all(&opts.output_dir)
-        .with_context(|| format!("{}: cannot create output folder", opts.output_dir.display()))?;
+    std::fs::create_dir_all(&opts.output_dir).with_context(|| format!("{}: cannot create output folder", opts.output_dir.display()))?;
 
     let mut items: Vec<WorkItem> = Vec::new();
     let mut order = 0;
@@ -277,10 +271,7 @@ fn explain_load_error(path: &Path, message: String) -> String {
     if !message.contains("limit") {
         return message;
     }
-    let dims = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .ok()
-        .and_then(|r| r.into_dimensions().ok());
+    let dims = image::ImageReader::open(path).and_then(|r| r.with_guessed_format()).ok().and_then(|r| r.into_dimensions().ok());
     match dims {
         Some((w, h)) => too_large(path, w, h, "; only PNG is streamed"),
         None => message,
@@ -375,11 +366,8 @@ fn align_streamed(opts: &AlignOptions, mtcnn: &Mtcnn, path: &Path, single: &Path
 /// crop box, for the face the reference keeps or, with `--detect_multiple_faces`, for every
 /// face (`<stem>_<k>.png`).
 fn plan_crops(opts: &AlignOptions, single: &Path, boxes: &[Rect], width: u32, height: u32) -> Vec<(PathBuf, [u32; 4])> {
-    let chosen: Vec<usize> = if opts.detect_multiple_faces {
-        (0..boxes.len()).collect()
-    } else {
-        choose_face(boxes, width, height).into_iter().collect()
-    };
+    let chosen: Vec<usize> =
+        if opts.detect_multiple_faces { (0..boxes.len()).collect() } else { choose_face(boxes, width, height).into_iter().collect() };
     let mut crops = Vec::new();
     for (k, &i) in chosen.iter().enumerate() {
         let Some(bb) = margin_box(boxes[i], opts.margin, width, height) else { continue };

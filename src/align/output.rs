@@ -37,9 +37,7 @@ fn crc32(parts: &[&[u8]]) -> u32 {
 /// Deterministic: the same pixels and box give the same bytes.
 pub fn encode_png_with_box(img: &RgbImage, bb: [u32; 4]) -> io::Result<Vec<u8>> {
     let mut png = Vec::new();
-    PngEncoder::new(&mut png)
-        .write_image(img.as_raw(), img.width(), img.height(), ExtendedColorType::Rgb8)
-        .map_err(io::Error::other)?;
+    PngEncoder::new(&mut png).write_image(img.as_raw(), img.width(), img.height(), ExtendedColorType::Rgb8).map_err(io::Error::other)?;
     // signature (8) + IHDR chunk (4 + 4 + 13 + 4)
     let at = 8 + 25;
     let text = format!("{BOX_KEYWORD}\0{} {} {} {}", bb[0], bb[1], bb[2], bb[3]);

@@ -61,11 +61,7 @@ fn area_table(ssize: usize, dsize: usize, scale: f64) -> Vec<Tap> {
             tab.push(Tap { dst: dx, src: sx as usize, alpha: (1.0 / cell) as f32 });
         }
         if fsx2 - sx2 as f64 > 1e-3 {
-            tab.push(Tap {
-                dst: dx,
-                src: sx2 as usize,
-                alpha: ((fsx2 - sx2 as f64).min(1.0).min(cell) / cell) as f32,
-            });
+            tab.push(Tap { dst: dx, src: sx2 as usize, alpha: ((fsx2 - sx2 as f64).min(1.0).min(cell) / cell) as f32 });
         }
     }
     tab
@@ -569,8 +565,7 @@ fn linear_f64(src: &[f64], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize
         for (dx, &(sx, f, single)) in xs.iter().enumerate() {
             let (a0, a1) = ((1.0 - f) as f64, f as f64);
             for c in 0..cn {
-                out[dx * cn + c] =
-                    if single { s[sx * cn + c] } else { s[sx * cn + c] * a0 + s[(sx + 1) * cn + c] * a1 };
+                out[dx * cn + c] = if single { s[sx * cn + c] } else { s[sx * cn + c] * a0 + s[(sx + 1) * cn + c] * a1 };
             }
         }
         out
@@ -629,7 +624,13 @@ pub fn resize_area_f64(src: &[f64], sw: usize, sh: usize, cn: usize, dw: usize, 
 /// The same values as building the crop and calling [`resize_area_f64`], read straight from
 /// the image: the sums run in the same order, and the zeros outside the image, which add
 /// `+0.0` to non-negative sums, are skipped.
-pub fn resize_window_area_f64(img: &[u8], (w, h, cn): (usize, usize, usize), (x, y, cw, ch): (i64, i64, usize, usize), dw: usize, dh: usize) -> Option<Vec<f64>> {
+pub fn resize_window_area_f64(
+    img: &[u8],
+    (w, h, cn): (usize, usize, usize),
+    (x, y, cw, ch): (i64, i64, usize, usize),
+    dw: usize,
+    dh: usize,
+) -> Option<Vec<f64>> {
     assert_eq!(img.len(), w * h * cn, "image buffer size");
     if cw < dw || ch < dh || dw == 0 || dh == 0 {
         return None;

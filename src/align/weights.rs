@@ -62,9 +62,7 @@ pub fn weights_dir() -> PathBuf {
 
 /// True when all three files are in `dir` with their expected sizes.
 pub fn weights_present(dir: &Path) -> bool {
-    WEIGHT_FILES
-        .iter()
-        .all(|(name, size)| fs::metadata(dir.join(name)).map(|m| m.len() == *size).unwrap_or(false))
+    WEIGHT_FILES.iter().all(|(name, size)| fs::metadata(dir.join(name)).map(|m| m.len() == *size).unwrap_or(false))
 }
 
 /// Returns the weights folder, fetching the weights first if they are missing.
@@ -90,8 +88,7 @@ pub fn fetch_weights(dir: &Path, source: Option<&Path>) -> Result<(), WeightsErr
             } else if weights_present(src) {
                 for (name, _) in WEIGHT_FILES {
                     let from = src.join(name);
-                    let bytes = fs::read(&from)
-                        .map_err(|e| WeightsError::BadSource { path: from.clone(), reason: e.to_string() })?;
+                    let bytes = fs::read(&from).map_err(|e| WeightsError::BadSource { path: from.clone(), reason: e.to_string() })?;
                     let to = dir.join(name);
                     write_atomic(&to, &bytes).map_err(|source| WeightsError::Write { path: to, source })?;
                 }

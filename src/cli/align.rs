@@ -1,6 +1,5 @@
 //! `facenet align INPUT_DIR OUTPUT_DIR`: the reference's `align_dataset_mtcnn.py`.
 
-
 use anyhow::{Context, Result};
 use clap::Args;
 

@@ -100,7 +100,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-
 /// Face-like input images (182 px synthetic faces) for benchmarks.
 pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
     (0..n)
@@ -116,7 +115,12 @@ fn embed(b: EmbedBench) -> Result<()> {
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
     let model = model_from_def(&b.model_def, &opts, &device)?.valid();
     let images = bench_images(b.batch_size, b.image_size + 22);
-    let eo = EmbedOptions { image_size: b.image_size, batch_size: b.batch_size, standardization: Standardization::PerImage, use_flipped_images: false };
+    let eo = EmbedOptions {
+        image_size: b.image_size,
+        batch_size: b.batch_size,
+        standardization: Standardization::PerImage,
+        use_flipped_images: false,
+    };
     let mut times = Vec::new();
     for i in 0..b.warmup + b.steps {
         let t = Instant::now();
@@ -130,7 +134,15 @@ fn embed(b: EmbedBench) -> Result<()> {
     let ips = b.batch_size as f64 / med;
     println!(
         "bench embed: {} at {}x{}, batch {}: {:.1} images/s (median of {} batches, {:.3} s each), peak memory {:.0} MiB, {} threads",
-        b.model_def, b.image_size, b.image_size, b.batch_size, ips, b.steps, med, peak_rss_mib().unwrap_or(f64::NAN), rayon::current_num_threads()
+        b.model_def,
+        b.image_size,
+        b.image_size,
+        b.batch_size,
+        ips,
+        b.steps,
+        med,
+        peak_rss_mib().unwrap_or(f64::NAN),
+        rayon::current_num_threads()
     );
     println!(
         "{}",
@@ -150,9 +162,20 @@ fn synth(b: SynthBench) -> Result<()> {
         .map(|i| crate::synth::render_png(&cfg, &faces[i % 50], i % 50, i).map(|p| p.len()).unwrap_or(0))
         .sum();
     let s = t.elapsed().as_secs_f64();
-    println!("bench synth: {} images of {}x{} rendered + PNG-encoded in {:.2} s: {:.0} images/s ({} threads, {:.1} KiB/image)",
-        b.images, b.image_size, b.image_size, s, b.images as f64 / s, rayon::current_num_threads(), bytes as f64 / b.images as f64 / 1024.0);
-    println!("{}", serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s}));
+    println!(
+        "bench synth: {} images of {}x{} rendered + PNG-encoded in {:.2} s: {:.0} images/s ({} threads, {:.1} KiB/image)",
+        b.images,
+        b.image_size,
+        b.image_size,
+        s,
+        b.images as f64 / s,
+        rayon::current_num_threads(),
+        bytes as f64 / b.images as f64 / 1024.0
+    );
+    println!(
+        "{}",
+        serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s})
+    );
     Ok(())
 }
 
@@ -201,7 +224,12 @@ fn train(b: TrainBench) -> Result<()> {
     let ips = n as f64 / med;
     println!(
         "bench train: {} at {s}x{s}, batch {n}, {} classes: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
-        b.model_def, b.num_classes, ips, b.steps, med, peak_rss_mib().unwrap_or(f64::NAN)
+        b.model_def,
+        b.num_classes,
+        ips,
+        b.steps,
+        med,
+        peak_rss_mib().unwrap_or(f64::NAN)
     );
     println!(
         "{}",

@@ -59,7 +59,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
         bail!("give at least one image to compare");
     }
     let device = Device::default();
-    let (model, meta) = load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
+    let (model, meta) =
+        load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
     let mtcnn = load_detector(DetectorConfig::default())?;
     let mut kept = Vec::new();
     let mut faces = Vec::new();
@@ -99,7 +100,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     for i in 0..kept.len() {
         print!("{i:<4}");
         for j in 0..kept.len() {
-            let d: f32 = emb[i * dim..(i + 1) * dim].iter().zip(&emb[j * dim..(j + 1) * dim]).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+            let d: f32 =
+                emb[i * dim..(i + 1) * dim].iter().zip(&emb[j * dim..(j + 1) * dim]).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
             print!("  {d:8.4}");
         }
         println!();

@@ -60,7 +60,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     println!("  training   {} epochs, statistics {}", r.training.epochs_completed, r.training.log_dir.join("epochs.csv").display());
     println!("  model      {}", r.training.model_dir.display());
-    println!("  held-out   accuracy {:.4}+-{:.4}, VAL {:.4} @ FAR={:.4}, AUC {:.4}, EER {:.4}", e.accuracy_mean, e.accuracy_std, e.val_mean, e.far_mean, e.auc, e.eer);
+    println!(
+        "  held-out   accuracy {:.4}+-{:.4}, VAL {:.4} @ FAR={:.4}, AUC {:.4}, EER {:.4}",
+        e.accuracy_mean, e.accuracy_std, e.val_mean, e.far_mean, e.auc, e.eer
+    );
     println!("  report     {}  (open it in a browser)", r.report.display());
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! snake_case (`--data_dir`): [`normalize_args`] rewrites the latter before parsing, so a
 //! user's old command line runs unchanged.
 
+mod align;
 mod bench;
 mod compare;
 mod demo;
-mod embed;
-mod align;
 mod detect;
+mod embed;
 mod fetch_weights;
 mod synth;
 mod train;

@@ -60,11 +60,24 @@ pub fn run(a: SynthArgs) -> Result<()> {
     };
     let s = generate(&a.out_dir, &cfg, true)?;
     let total = s.train_images + s.pairs_images;
-    println!("facenet synth: {} images in {:.1} s ({:.0} images/s, seed {})", total, s.seconds, total as f64 / s.seconds.max(1e-9), cfg.seed);
+    println!(
+        "facenet synth: {} images in {:.1} s ({:.0} images/s, seed {})",
+        total,
+        s.seconds,
+        total as f64 / s.seconds.max(1e-9),
+        cfg.seed
+    );
     println!("  training  {:>6} images of {} identities  {}", s.train_images, cfg.identities, s.train_dir.display());
     if s.pairs > 0 {
         println!("  held out  {:>6} images of {} identities  {}", s.pairs_images, cfg.pairs_identities, s.pairs_dir.display());
-        println!("  pairs     {:>6} ({} folds x {} same + {} different)  {}", s.pairs, cfg.pairs_folds, cfg.pairs_per_fold, cfg.pairs_per_fold, s.pairs_file.display());
+        println!(
+            "  pairs     {:>6} ({} folds x {} same + {} different)  {}",
+            s.pairs,
+            cfg.pairs_folds,
+            cfg.pairs_per_fold,
+            cfg.pairs_per_fold,
+            s.pairs_file.display()
+        );
         if !a.no_baseline && cfg.pairs_per_fold * 2 * cfg.pairs_folds >= cfg.pairs_folds {
             let b = pixel_baseline(&s.pairs_dir, &s.pairs_file, cfg.pairs_folds)?;
             println!(

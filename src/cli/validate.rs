@@ -7,8 +7,8 @@ use clap::Args;
 
 use crate::data::npy;
 use crate::data::preprocess::Standardization;
-use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
+use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
 

@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn decodes_colour_and_gray_close_to_the_other_decoder() {
-        for img in [image::DynamicImage::ImageRgb8(gradient()), image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(gradient()).to_luma8())] {
+        for img in [
+            image::DynamicImage::ImageRgb8(gradient()),
+            image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(gradient()).to_luma8()),
+        ] {
             let jpg = encode(&img);
             let ours = decode_exact(&jpg).expect("libjpeg decodes it");
             let other = image::load_from_memory(&jpg).unwrap().to_rgb8();

@@ -441,7 +441,10 @@ mod tests {
     #[test]
     fn splits_like_the_reference() {
         let classes: Vec<ImageClass> = (0..4)
-            .map(|c| ImageClass { name: format!("c{c}"), image_paths: (0..(c + 1) * 3).map(|i| PathBuf::from(format!("c{c}/{i}.png"))).collect() })
+            .map(|c| ImageClass {
+                name: format!("c{c}"),
+                image_paths: (0..(c + 1) * 3).map(|i| PathBuf::from(format!("c{c}/{i}.png"))).collect(),
+            })
             .collect();
         // ratio 0.25: class sizes 3, 6, 9, 12 -> train 2, 4, 6, 9
         let (train, val) = split_dataset(&classes, 0.25, 0.0, SplitMode::Images, 1);

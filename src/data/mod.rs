@@ -6,8 +6,8 @@ pub mod image_io;
 pub mod jpeg;
 pub mod loader;
 pub mod npy;
-pub mod png_stream;
 pub mod pairs;
+pub mod png_stream;
 pub mod preprocess;
 
 /// File extensions (lower case) that are read as images.
@@ -15,8 +15,5 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tif
 
 /// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
 pub fn has_image_extension(path: &std::path::Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        .unwrap_or(false)
+    path.extension().and_then(|e| e.to_str()).map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e))).unwrap_or(false)
 }

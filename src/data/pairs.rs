@@ -91,8 +91,7 @@ pub fn parse_pairs(text: &str, path: &Path) -> Result<PairsFile, PairsError> {
 
 /// Reads and parses a pairs file.
 pub fn read_pairs(path: &Path) -> Result<PairsFile, PairsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| PairsError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PairsError::Io { path: path.to_path_buf(), source })?;
     parse_pairs(&text, path)
 }
 
@@ -120,20 +119,13 @@ pub const PAIR_EXTENSIONS: &[&str] = &["jpg", "png"];
 /// `dir/Name/Name_%04d.<ext>` with the first extension that exists, or `None`.
 pub fn resolve_image(dir: &Path, name: &str, index: u32) -> Option<PathBuf> {
     let stem = image_stem(name, index);
-    PAIR_EXTENSIONS
-        .iter()
-        .map(|ext| dir.join(name).join(format!("{stem}.{ext}")))
-        .find(|p| p.is_file())
+    PAIR_EXTENSIONS.iter().map(|ext| dir.join(name).join(format!("{stem}.{ext}"))).find(|p| p.is_file())
 }
 
 /// Image paths of all pairs (2 per pair, consecutive) and whether each pair is the same
 /// person. With `skip_missing` pairs with a missing image are dropped (their count is
 /// returned); otherwise any missing image is an error listing them.
-pub fn resolve_pairs(
-    dir: &Path,
-    pairs: &[Pair],
-    skip_missing: bool,
-) -> Result<(Vec<PathBuf>, Vec<bool>, usize), PairsError> {
+pub fn resolve_pairs(dir: &Path, pairs: &[Pair], skip_missing: bool) -> Result<(Vec<PathBuf>, Vec<bool>, usize), PairsError> {
     let mut paths = Vec::with_capacity(pairs.len() * 2);
     let mut issame = Vec::with_capacity(pairs.len());
     let mut missing = Vec::new();

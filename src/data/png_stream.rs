@@ -180,10 +180,7 @@ pub fn decode_png_windows(path: &Path, windows: &[[u32; 4]], max_pixels: usize) 
             }
         }
     }
-    sinks
-        .into_iter()
-        .map(|(dw, dh, sink)| RgbImage::from_raw(dw, dh, sink.finish()).ok_or_else(|| fail("buffer size".into())))
-        .collect()
+    sinks.into_iter().map(|(dw, dh, sink)| RgbImage::from_raw(dw, dh, sink.finish()).ok_or_else(|| fail("buffer size".into()))).collect()
 }
 
 #[cfg(test)]

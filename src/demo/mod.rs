@@ -147,13 +147,7 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
         pairs_per_fold: o.pairs_per_fold,
     };
     let s = generate(&synth_dir, &cfg, true)?;
-    println!(
-        "  {} training images of {} identities, {} held-out pairs -> {}",
-        s.train_images,
-        o.identities,
-        s.pairs,
-        synth_dir.display()
-    );
+    println!("  {} training images of {} identities, {} held-out pairs -> {}", s.train_images, o.identities, s.pairs, synth_dir.display());
     timings.push(("synth".into(), t.elapsed().as_secs_f64()));
 
     // 4. Training with the reference's recipe, scaled down.
@@ -163,8 +157,8 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     write_atomic(&schedule, DEMO_SCHEDULE.as_bytes())?;
     let args = training_args(o, &synth_dir, &schedule);
     println!("  facenet {}", args[1..].join(" "));
-    let parsed = TrainCli::try_parse_from(crate::cli::normalize_args(args.iter().map(Into::into).collect()))
-        .context("demo training options")?;
+    let parsed =
+        TrainCli::try_parse_from(crate::cli::normalize_args(args.iter().map(Into::into).collect())).context("demo training options")?;
     let training = train_with_console(&parsed.options, &mut (), Console::default())?;
     timings.push(("train".into(), t.elapsed().as_secs_f64()));
 
@@ -254,9 +248,8 @@ fn align_photos(paths: &[PathBuf], mtcnn: &crate::align::Mtcnn, out: &Path) -> R
     println!("  aligned crops: {} new, {} already there -> {}", summary.faces_written, summary.existing, aligned.display());
     for r in &mut results {
         let stem = r.photo.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut crops: Vec<PathBuf> = std::fs::read_dir(aligned.join("samples"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
+        let mut crops: Vec<PathBuf> =
+            std::fs::read_dir(aligned.join("samples")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
         crops.retain(|c| c.file_stem().map(|s| s.to_string_lossy().starts_with(&stem)).unwrap_or(false));
         crops.sort();
         r.crops = crops;

@@ -17,7 +17,10 @@ pub fn write_demo_report(path: &Path, o: &DemoOptions, r: &DemoResult) -> Result
     let e = &r.verification.evaluation;
     page.paragraph(&format!(
         "Small Inception-ResNet-v1 trained for {} epochs on {} synthetic identities x {} images, evaluated on {} held-out pairs.",
-        r.training.epochs_completed, o.identities, o.images_per_identity, r.verification.issame.len()
+        r.training.epochs_completed,
+        o.identities,
+        o.images_per_identity,
+        r.verification.issame.len()
     ));
     page.table(
         &["accuracy", "VAL @ FAR=1e-3", "AUC", "EER", "total time"],
@@ -54,7 +57,11 @@ pub fn write_demo_report(path: &Path, o: &DemoOptions, r: &DemoResult) -> Result
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                vec![i.to_string(), format!("{:.4}", f.prob), format!("{:.0} {:.0} {:.0} {:.0}", f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3])]
+                vec![
+                    i.to_string(),
+                    format!("{:.4}", f.prob),
+                    format!("{:.0} {:.0} {:.0} {:.0}", f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3]),
+                ]
             })
             .collect();
         page.table(&["face", "probability", "box x1 y1 x2 y2"], &rows);
@@ -99,7 +106,11 @@ pub fn write_demo_report(path: &Path, o: &DemoOptions, r: &DemoResult) -> Result
         })
         .collect();
     page.table(&["epoch", "loss", "xent", "accuracy", "lr", "LFW accuracy", "VAL", "images/s"], &rows);
-    page.paragraph(&format!("Run folders: {} (statistics), {} (checkpoints).", r.training.log_dir.display(), r.training.model_dir.display()));
+    page.paragraph(&format!(
+        "Run folders: {} (statistics), {} (checkpoints).",
+        r.training.log_dir.display(),
+        r.training.model_dir.display()
+    ));
 
     add_verification(&mut page, e, &r.verification.issame, Some(&r.verification.image_paths), 8)?;
 

@@ -27,10 +27,8 @@ pub struct Baseline {
 pub fn pixel_baseline(dir: &Path, pairs_file: &Path, nrof_folds: usize) -> Result<Baseline> {
     let pf = read_pairs(pairs_file)?;
     let (paths, issame, _) = resolve_pairs(dir, &pf.pairs, false)?;
-    let vectors: Vec<Vec<f64>> = paths
-        .par_iter()
-        .map(|p| load_rgb(p).map(|img| pixel_embedding(&img)).map_err(anyhow::Error::from))
-        .collect::<Result<_>>()?;
+    let vectors: Vec<Vec<f64>> =
+        paths.par_iter().map(|p| load_rgb(p).map(|img| pixel_embedding(&img)).map_err(anyhow::Error::from)).collect::<Result<_>>()?;
     let dim = vectors.first().map(Vec::len).unwrap_or(0);
     if let Some(bad) = paths.iter().zip(&vectors).find(|(_, v)| v.len() != dim) {
         anyhow::bail!("{}: image size differs from the first image of the pairs", bad.0.display());

@@ -69,11 +69,8 @@ pub fn embed_paths(
 ) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for chunk in paths.chunks(opts.batch_size.max(1)) {
-        let images: Vec<RgbImage> = chunk
-            .par_iter()
-            .map(|p| load_rgb(p).map_err(anyhow::Error::from))
-            .collect::<Result<_>>()
-            .context("cannot embed")?;
+        let images: Vec<RgbImage> =
+            chunk.par_iter().map(|p| load_rgb(p).map_err(anyhow::Error::from)).collect::<Result<_>>().context("cannot embed")?;
         out.extend(embed_images(model, &images, opts, device));
         tick(chunk.len());
     }

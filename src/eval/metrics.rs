@@ -95,9 +95,7 @@ impl std::fmt::Display for PairKind {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum MetricsError {
     /// A distance-metric index other than 0 or 1.
-    #[error(
-        "unknown distance metric {0} (0 = squared Euclidean, 1 = arccos of cosine similarity)"
-    )]
+    #[error("unknown distance metric {0} (0 = squared Euclidean, 1 = arccos of cosine similarity)")]
     UnknownDistanceMetric(u32),
     /// `dim == 0`.
     #[error("the embedding dimension must be positive")]
@@ -231,12 +229,7 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions {
-            nrof_folds: 10,
-            distance_metric: DistanceMetric::SquaredEuclidean,
-            subtract_mean: false,
-            far_target: 1e-3,
-        }
+        EvalOptions { nrof_folds: 10, distance_metric: DistanceMetric::SquaredEuclidean, subtract_mean: false, far_target: 1e-3 }
     }
 }
 
@@ -342,16 +335,12 @@ pub fn numpy_std(values: &[f64]) -> f64 {
 
 /// `np.arange(0, 4, 0.01)`: `i * 0.01` for `i` in `0..400`.
 pub fn roc_thresholds() -> Vec<f64> {
-    (0..ROC_THRESHOLD_COUNT)
-        .map(|i| i as f64 * ROC_THRESHOLD_STEP)
-        .collect()
+    (0..ROC_THRESHOLD_COUNT).map(|i| i as f64 * ROC_THRESHOLD_STEP).collect()
 }
 
 /// `np.arange(0, 4, 0.001)`: `i * 0.001` for `i` in `0..4000`.
 pub fn val_thresholds() -> Vec<f64> {
-    (0..VAL_THRESHOLD_COUNT)
-        .map(|i| i as f64 * VAL_THRESHOLD_STEP)
-        .collect()
+    (0..VAL_THRESHOLD_COUNT).map(|i| i as f64 * VAL_THRESHOLD_STEP).collect()
 }
 
 /// The test folds of an unshuffled `KFold(n_splits = k)` over `n` items:
@@ -427,30 +416,18 @@ fn pair_distance(
         }
     };
     if !d.is_finite() {
-        return Err(MetricsError::NonFinite {
-            what: "distance",
-            index: pair,
-        });
+        return Err(MetricsError::NonFinite { what: "distance", index: pair });
     }
     Ok(d)
 }
 
 fn new_scratch(dim: usize) -> [Vec<f64>; 3] {
-    [
-        Vec::with_capacity(dim),
-        Vec::with_capacity(dim),
-        Vec::with_capacity(dim),
-    ]
+    [Vec::with_capacity(dim), Vec::with_capacity(dim), Vec::with_capacity(dim)]
 }
 
 /// The reference's `distance(embeddings1, embeddings2, metric)`: one distance
 /// per row pair. `emb1` and `emb2` hold the same number of `dim`-long rows.
-pub fn distances(
-    emb1: &[f64],
-    emb2: &[f64],
-    dim: usize,
-    metric: DistanceMetric,
-) -> Result<Vec<f64>, MetricsError> {
+pub fn distances(emb1: &[f64], emb2: &[f64], dim: usize, metric: DistanceMetric) -> Result<Vec<f64>, MetricsError> {
     if dim == 0 {
         return Err(MetricsError::ZeroDimension);
     }
@@ -462,11 +439,7 @@ pub fn distances(
         });
     }
     if emb2.len() != emb1.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "emb2 values",
-            expected: emb1.len(),
-            actual: emb2.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "emb2 values", expected: emb1.len(), actual: emb2.len() });
     }
     check_finite(emb1, "emb1")?;
     check_finite(emb2, "emb2")?;
@@ -491,28 +464,16 @@ pub struct Pairs<'a> {
 impl<'a> Pairs<'a> {
     /// Checks the layout (`embeddings.len() == 2 * issame.len() * dim`, `dim > 0`)
     /// and that every value is finite.
-    pub fn new(
-        embeddings: &'a [f64],
-        dim: usize,
-        issame: &'a [bool],
-    ) -> Result<Self, MetricsError> {
+    pub fn new(embeddings: &'a [f64], dim: usize, issame: &'a [bool]) -> Result<Self, MetricsError> {
         if dim == 0 {
             return Err(MetricsError::ZeroDimension);
         }
         let expected = 2 * issame.len() * dim;
         if embeddings.len() != expected {
-            return Err(MetricsError::LengthMismatch {
-                what: "embedding values (2 * pairs * dim)",
-                expected,
-                actual: embeddings.len(),
-            });
+            return Err(MetricsError::LengthMismatch { what: "embedding values (2 * pairs * dim)", expected, actual: embeddings.len() });
         }
         check_finite(embeddings, "embeddings")?;
-        Ok(Pairs {
-            embeddings,
-            dim,
-            issame,
-        })
+        Ok(Pairs { embeddings, dim, issame })
     }
 
     /// Number of pairs.
@@ -546,22 +507,12 @@ impl<'a> Pairs<'a> {
     }
 
     /// Distance of every pair after subtracting `mean` (length `dim`).
-    pub fn distances_with_mean(
-        &self,
-        mean: &[f64],
-        metric: DistanceMetric,
-    ) -> Result<Vec<f64>, MetricsError> {
+    pub fn distances_with_mean(&self, mean: &[f64], metric: DistanceMetric) -> Result<Vec<f64>, MetricsError> {
         if mean.len() != self.dim {
-            return Err(MetricsError::LengthMismatch {
-                what: "mean",
-                expected: self.dim,
-                actual: mean.len(),
-            });
+            return Err(MetricsError::LengthMismatch { what: "mean", expected: self.dim, actual: mean.len() });
         }
         let mut scratch = new_scratch(self.dim);
-        (0..self.len())
-            .map(|k| pair_distance(self.first(k), self.second(k), mean, metric, &mut scratch, k))
-            .collect()
+        (0..self.len()).map(|k| pair_distance(self.first(k), self.second(k), mean, metric, &mut scratch, k)).collect()
     }
 
     /// Distance of every pair, no mean subtraction.
@@ -640,10 +591,7 @@ impl SortedSplit {
 
     /// (same pairs, different pairs) predicted "same" at `threshold`.
     fn below(&self, threshold: f64) -> (usize, usize) {
-        (
-            self.same.partition_point(|&d| d < threshold),
-            self.diff.partition_point(|&d| d < threshold),
-        )
+        (self.same.partition_point(|&d| d < threshold), self.diff.partition_point(|&d| d < threshold))
     }
 
     fn rates(&self, threshold: f64) -> (f64, f64, f64) {
@@ -654,16 +602,8 @@ impl SortedSplit {
 
 fn rates_from_counts(tp: usize, fp: usize, n_same: usize, n_diff: usize) -> (f64, f64, f64) {
     let tn = n_diff - fp;
-    let tpr = if n_same == 0 {
-        0.0
-    } else {
-        tp as f64 / n_same as f64
-    };
-    let fpr = if n_diff == 0 {
-        0.0
-    } else {
-        fp as f64 / n_diff as f64
-    };
+    let tpr = if n_same == 0 { 0.0 } else { tp as f64 / n_same as f64 };
+    let fpr = if n_diff == 0 { 0.0 } else { fp as f64 / n_diff as f64 };
     let acc = (tp + tn) as f64 / (n_same + n_diff) as f64;
     (tpr, fpr, acc)
 }
@@ -700,10 +640,7 @@ fn val_far(split: &SortedSplit, threshold: f64) -> Result<(f64, f64), PairKind> 
         return Err(PairKind::Different);
     }
     let (ta, fa) = split.below(threshold);
-    Ok((
-        ta as f64 / split.same.len() as f64,
-        fa as f64 / split.diff.len() as f64,
-    ))
+    Ok((ta as f64 / split.same.len() as f64, fa as f64 / split.diff.len() as f64))
 }
 
 // ---------------------------------------------------------------------------
@@ -725,10 +662,7 @@ pub struct Roc {
 
 fn check_thresholds(thresholds: &[f64]) -> Result<(), MetricsError> {
     if thresholds.is_empty() {
-        return Err(MetricsError::TooFewPoints {
-            what: "thresholds",
-            got: 0,
-        });
+        return Err(MetricsError::TooFewPoints { what: "thresholds", got: 0 });
     }
     check_finite(thresholds, "thresholds")
 }
@@ -754,11 +688,7 @@ pub fn calculate_roc(
     let mut shared = None;
     for test in &folds {
         let dist = pairs.fold_distances(test, metric, subtract_mean, &mut shared)?;
-        let train = SortedSplit::new(
-            &dist,
-            issame,
-            (0..pairs.len()).filter(|k| !test.contains(k)),
-        );
+        let train = SortedSplit::new(&dist, issame, (0..pairs.len()).filter(|k| !test.contains(k)));
         let test_split = SortedSplit::new(&dist, issame, test.clone());
         let mut best = 0;
         let mut best_acc = f64::NEG_INFINITY;
@@ -778,12 +708,7 @@ pub fn calculate_roc(
         best_threshold_index.push(best);
     }
     let k = folds.len() as f64;
-    Ok(Roc {
-        tpr: tpr_sum.iter().map(|s| s / k).collect(),
-        fpr: fpr_sum.iter().map(|s| s / k).collect(),
-        accuracy,
-        best_threshold_index,
-    })
+    Ok(Roc { tpr: tpr_sum.iter().map(|s| s / k).collect(), fpr: fpr_sum.iter().map(|s| s / k).collect(), accuracy, best_threshold_index })
 }
 
 // ---------------------------------------------------------------------------
@@ -808,11 +733,7 @@ pub fn calculate_roc(
 ///   B-spline's basis vanishes and the threshold is exactly 0 — a reference
 ///   quirk, kept;
 /// * a target below the smallest FAR is outside `interp1d`'s range: an error.
-pub fn val_threshold(
-    far_train: &[f64],
-    thresholds: &[f64],
-    far_target: f64,
-) -> Result<f64, MetricsError> {
+pub fn val_threshold(far_train: &[f64], thresholds: &[f64], far_target: f64) -> Result<f64, MetricsError> {
     if far_train.len() != thresholds.len() {
         return Err(MetricsError::LengthMismatch {
             what: "far_train (one per threshold)",
@@ -822,18 +743,12 @@ pub fn val_threshold(
     }
     let m = far_train.len();
     if m < 2 {
-        return Err(MetricsError::TooFewPoints {
-            what: "VAL threshold interpolation",
-            got: m,
-        });
+        return Err(MetricsError::TooFewPoints { what: "VAL threshold interpolation", got: m });
     }
     check_finite(far_train, "far_train")?;
     check_finite(thresholds, "thresholds")?;
     if !far_target.is_finite() {
-        return Err(MetricsError::NonFinite {
-            what: "far_target",
-            index: 0,
-        });
+        return Err(MetricsError::NonFinite { what: "far_target", index: 0 });
     }
     let max = far_train.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max < far_target {
@@ -846,10 +761,7 @@ pub fn val_threshold(
     let x: Vec<f64> = order.iter().map(|&i| far_train[i]).collect();
     let y: Vec<f64> = order.iter().map(|&i| thresholds[i]).collect();
     if far_target < x[0] {
-        return Err(MetricsError::FarTargetOutOfRange {
-            target: far_target,
-            min: x[0],
-        });
+        return Err(MetricsError::FarTargetOutOfRange { target: far_target, min: x[0] });
     }
     let p = x.partition_point(|&v| v <= far_target) - 1;
     let lo = if p == m - 1 { m - 2 } else { p };
@@ -901,10 +813,7 @@ pub fn calculate_val(
 ) -> Result<Val, MetricsError> {
     check_thresholds(thresholds)?;
     if !far_target.is_finite() {
-        return Err(MetricsError::NonFinite {
-            what: "far_target",
-            index: 0,
-        });
+        return Err(MetricsError::NonFinite { what: "far_target", index: 0 });
     }
     let folds = fold_ranges(pairs.len(), nrof_folds)?;
     let issame = pairs.issame();
@@ -912,23 +821,10 @@ pub fn calculate_val(
     let (mut val, mut far, mut threshold) = (Vec::new(), Vec::new(), Vec::new());
     for (fold, test) in folds.iter().enumerate() {
         let dist = pairs.fold_distances(test, metric, subtract_mean, &mut shared)?;
-        let train = SortedSplit::new(
-            &dist,
-            issame,
-            (0..pairs.len()).filter(|k| !test.contains(k)),
-        );
-        let degenerate = |part| {
-            move |missing| MetricsError::DegenerateFold {
-                fold,
-                part,
-                missing,
-            }
-        };
+        let train = SortedSplit::new(&dist, issame, (0..pairs.len()).filter(|k| !test.contains(k)));
+        let degenerate = |part| move |missing| MetricsError::DegenerateFold { fold, part, missing };
         val_far(&train, 0.0).map_err(degenerate(FoldPart::Train))?;
-        let far_train: Vec<f64> = thresholds
-            .iter()
-            .map(|&t| train.below(t).1 as f64 / train.diff.len() as f64)
-            .collect();
+        let far_train: Vec<f64> = thresholds.iter().map(|&t| train.below(t).1 as f64 / train.diff.len() as f64).collect();
         let t = val_threshold(&far_train, thresholds, far_target)?;
         let test_split = SortedSplit::new(&dist, issame, test.clone());
         let (v, f) = val_far(&test_split, t).map_err(degenerate(FoldPart::Test))?;
@@ -936,14 +832,7 @@ pub fn calculate_val(
         far.push(f);
         threshold.push(t);
     }
-    Ok(Val {
-        val_mean: numpy_mean(&val),
-        val_std: numpy_std(&val),
-        far_mean: numpy_mean(&far),
-        val,
-        far,
-        threshold,
-    })
+    Ok(Val { val_mean: numpy_mean(&val), val_std: numpy_std(&val), far_mean: numpy_mean(&far), val, far, threshold })
 }
 
 // ---------------------------------------------------------------------------
@@ -954,17 +843,10 @@ pub fn calculate_val(
 /// is non-increasing; an error when `x` goes both ways.
 pub fn auc(x: &[f64], y: &[f64]) -> Result<f64, MetricsError> {
     if x.len() != y.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "auc y",
-            expected: x.len(),
-            actual: y.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "auc y", expected: x.len(), actual: y.len() });
     }
     if x.len() < 2 {
-        return Err(MetricsError::TooFewPoints {
-            what: "AUC",
-            got: x.len(),
-        });
+        return Err(MetricsError::TooFewPoints { what: "AUC", got: x.len() });
     }
     check_finite(x, "auc x")?;
     check_finite(y, "auc y")?;
@@ -978,11 +860,7 @@ pub fn auc(x: &[f64], y: &[f64]) -> Result<f64, MetricsError> {
     } else {
         1.0
     };
-    let terms: Vec<f64> = dx
-        .iter()
-        .zip(y.windows(2))
-        .map(|(&d, w)| d * (w[1] + w[0]) / 2.0)
-        .collect();
+    let terms: Vec<f64> = dx.iter().zip(y.windows(2)).map(|(&d, w)| d * (w[1] + w[0]) / 2.0).collect();
     Ok(direction * numpy_sum(&terms))
 }
 
@@ -993,17 +871,10 @@ pub fn auc(x: &[f64], y: &[f64]) -> Result<f64, MetricsError> {
 /// error (interp1d's `bounds_error`).
 pub fn interp1d_linear(x: f64, xp: &[f64], fp: &[f64]) -> Result<f64, MetricsError> {
     if xp.len() != fp.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "interp fp",
-            expected: xp.len(),
-            actual: fp.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "interp fp", expected: xp.len(), actual: fp.len() });
     }
     if xp.is_empty() {
-        return Err(MetricsError::TooFewPoints {
-            what: "interpolation",
-            got: 0,
-        });
+        return Err(MetricsError::TooFewPoints { what: "interpolation", got: 0 });
     }
     let sorted = xp.windows(2).all(|w| w[0] <= w[1]);
     let (xs, ys): (Vec<f64>, Vec<f64>) = if sorted {
@@ -1018,11 +889,7 @@ pub fn interp1d_linear(x: f64, xp: &[f64], fp: &[f64]) -> Result<f64, MetricsErr
         return Ok(x);
     }
     if x < xs[0] || x > xs[n - 1] {
-        return Err(MetricsError::OutOfInterpolationRange {
-            x,
-            min: xs[0],
-            max: xs[n - 1],
-        });
+        return Err(MetricsError::OutOfInterpolationRange { x, min: xs[0], max: xs[n - 1] });
     }
     let j = xs.partition_point(|&v| v <= x) - 1;
     if j == n - 1 || xs[j] == x {
@@ -1043,14 +910,7 @@ pub fn interp1d_linear(x: f64, xp: &[f64], fp: &[f64]) -> Result<f64, MetricsErr
 /// SciPy's C implementation performs it, step for step. A NaN function value,
 /// no sign change between `f(a)` and `f(b)`, or no convergence is an error, as
 /// in SciPy; errors of `f` are passed on.
-pub fn brentq<F>(
-    mut f: F,
-    a: f64,
-    b: f64,
-    xtol: f64,
-    rtol: f64,
-    maxiter: usize,
-) -> Result<f64, MetricsError>
+pub fn brentq<F>(mut f: F, a: f64, b: f64, xtol: f64, rtol: f64, maxiter: usize) -> Result<f64, MetricsError>
 where
     F: FnMut(f64) -> Result<f64, MetricsError>,
 {
@@ -1134,22 +994,11 @@ where
 /// reach 1 (the root-finder evaluates at `x = 1`, outside interp1d's range).
 pub fn eer(fpr: &[f64], tpr: &[f64]) -> Result<f64, MetricsError> {
     if fpr.len() != tpr.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "eer tpr",
-            expected: fpr.len(),
-            actual: tpr.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "eer tpr", expected: fpr.len(), actual: tpr.len() });
     }
     check_finite(fpr, "fpr")?;
     check_finite(tpr, "tpr")?;
-    brentq(
-        |x| Ok((1.0 - x) - interp1d_linear(x, fpr, tpr)?),
-        0.0,
-        1.0,
-        BRENTQ_XTOL,
-        BRENTQ_RTOL,
-        BRENTQ_MAXITER,
-    )
+    brentq(|x| Ok((1.0 - x) - interp1d_linear(x, fpr, tpr)?), 0.0, 1.0, BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER)
 }
 
 // ---------------------------------------------------------------------------
@@ -1165,39 +1014,17 @@ pub fn eer(fpr: &[f64], tpr: &[f64]) -> Result<f64, MetricsError> {
 /// embedding under the cosine metric, a fold part without same or without
 /// different pairs ([`MetricsError::DegenerateFold`]). An EER that the
 /// reference could not compute is stored as `NaN` (see [`eer`]).
-pub fn evaluate(
-    embeddings: &[f64],
-    dim: usize,
-    issame: &[bool],
-    opts: &EvalOptions,
-) -> Result<Evaluation, MetricsError> {
+pub fn evaluate(embeddings: &[f64], dim: usize, issame: &[bool], opts: &EvalOptions) -> Result<Evaluation, MetricsError> {
     let pairs = Pairs::new(embeddings, dim, issame)?;
     fold_ranges(pairs.len(), opts.nrof_folds)?;
     let metric = opts.distance_metric;
     let thresholds = roc_thresholds();
-    let roc = calculate_roc(
-        &thresholds,
-        &pairs,
-        opts.nrof_folds,
-        metric,
-        opts.subtract_mean,
-    )?;
-    let val = calculate_val(
-        &val_thresholds(),
-        &pairs,
-        opts.far_target,
-        opts.nrof_folds,
-        metric,
-        opts.subtract_mean,
-    )?;
+    let roc = calculate_roc(&thresholds, &pairs, opts.nrof_folds, metric, opts.subtract_mean)?;
+    let val = calculate_val(&val_thresholds(), &pairs, opts.far_target, opts.nrof_folds, metric, opts.subtract_mean)?;
     let area = auc(&roc.fpr, &roc.tpr)?;
     let eer = eer(&roc.fpr, &roc.tpr).unwrap_or(f64::NAN);
     Ok(Evaluation {
-        best_threshold_per_fold: roc
-            .best_threshold_index
-            .iter()
-            .map(|&i| thresholds[i])
-            .collect(),
+        best_threshold_per_fold: roc.best_threshold_index.iter().map(|&i| thresholds[i]).collect(),
         accuracy_mean: numpy_mean(&roc.accuracy),
         accuracy_std: numpy_std(&roc.accuracy),
         accuracy_per_fold: roc.accuracy,
@@ -1228,26 +1055,12 @@ mod tests {
 
     #[test]
     fn metric_indices_round_trip() {
-        for m in [
-            DistanceMetric::SquaredEuclidean,
-            DistanceMetric::ArccosCosine,
-        ] {
+        for m in [DistanceMetric::SquaredEuclidean, DistanceMetric::ArccosCosine] {
             assert_eq!(DistanceMetric::from_index(m.index()), Ok(m));
         }
-        assert_eq!(
-            DistanceMetric::from_index(2),
-            Err(MetricsError::UnknownDistanceMetric(2))
-        );
+        assert_eq!(DistanceMetric::from_index(2), Err(MetricsError::UnknownDistanceMetric(2)));
         let o = EvalOptions::default();
-        assert_eq!(
-            (
-                o.nrof_folds,
-                o.distance_metric,
-                o.subtract_mean,
-                o.far_target
-            ),
-            (10, DistanceMetric::SquaredEuclidean, false, 1e-3)
-        );
+        assert_eq!((o.nrof_folds, o.distance_metric, o.subtract_mean, o.far_target), (10, DistanceMetric::SquaredEuclidean, false, 1e-3));
     }
 
     #[test]
@@ -1281,13 +1094,7 @@ mod tests {
         let f = fold_ranges(6000, 10).unwrap();
         assert!(f.iter().all(|r| r.len() == 600));
         assert_eq!(fold_ranges(10, 10).unwrap().len(), 10);
-        assert_eq!(
-            fold_ranges(9, 10),
-            Err(MetricsError::TooFewPairs {
-                pairs: 9,
-                folds: 10
-            })
-        );
+        assert_eq!(fold_ranges(9, 10), Err(MetricsError::TooFewPairs { pairs: 9, folds: 10 }));
         assert_eq!(fold_ranges(9, 1), Err(MetricsError::TooFewFolds(1)));
     }
 
@@ -1334,10 +1141,7 @@ mod tests {
             }
         }
         assert!(found, "no vector with similarity rounding past 1 found");
-        assert_eq!(
-            distances(&[0.0, 0.0], &[1.0, 0.0], 2, DistanceMetric::ArccosCosine),
-            Err(MetricsError::ZeroNorm { pair: 0 })
-        );
+        assert_eq!(distances(&[0.0, 0.0], &[1.0, 0.0], 2, DistanceMetric::ArccosCosine), Err(MetricsError::ZeroNorm { pair: 0 }));
     }
 
     #[test]
@@ -1365,10 +1169,7 @@ mod tests {
         // Target strictly inside a segment that follows a run of equal values.
         let far = [0.0, 0.0, 0.0005, 0.0005, 0.0005, 0.002, 0.003, 0.004];
         let got = val_threshold(&far, &t, 0.001).unwrap();
-        assert!(
-            (got - (0.004 + (0.0005 / 0.0015) * 0.001)).abs() < 1e-15,
-            "{got}"
-        );
+        assert!((got - (0.004 + (0.0005 / 0.0015) * 0.001)).abs() < 1e-15, "{got}");
         // Target below the first FAR that exceeds it, after zeros.
         let far = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.02];
         let got = val_threshold(&far, &t, 0.001).unwrap();
@@ -1385,10 +1186,7 @@ mod tests {
         assert_eq!(val_threshold(&far, &t, 0.001).unwrap(), 0.0);
         // Target below every FAR: interp1d's range error.
         let far = [0.01; 8];
-        assert!(matches!(
-            val_threshold(&far, &t, 0.001),
-            Err(MetricsError::FarTargetOutOfRange { .. })
-        ));
+        assert!(matches!(val_threshold(&far, &t, 0.001), Err(MetricsError::FarTargetOutOfRange { .. })));
         assert!(val_threshold(&far[..3], &t, 0.001).is_err());
     }
 
@@ -1397,10 +1195,7 @@ mod tests {
         assert_eq!(auc(&[0.0, 0.5, 1.0], &[0.0, 1.0, 1.0]).unwrap(), 0.75);
         assert_eq!(auc(&[1.0, 0.5, 0.0], &[1.0, 1.0, 0.0]).unwrap(), 0.75);
         assert_eq!(auc(&[0.0, 0.0, 1.0], &[0.0, 1.0, 1.0]).unwrap(), 1.0);
-        assert_eq!(
-            auc(&[0.0, 1.0, 0.5], &[0.0, 1.0, 1.0]),
-            Err(MetricsError::NotMonotonic)
-        );
+        assert_eq!(auc(&[0.0, 1.0, 0.5], &[0.0, 1.0, 1.0]), Err(MetricsError::NotMonotonic));
         assert!(auc(&[0.0], &[0.0]).is_err());
     }
 
@@ -1413,40 +1208,17 @@ mod tests {
         assert_eq!(interp1d_linear(0.1, &xp, &fp).unwrap(), 0.7);
         assert_eq!(interp1d_linear(0.3, &xp, &fp).unwrap(), 0.7999999999999999);
         assert_eq!(interp1d_linear(1.0, &xp, &fp).unwrap(), 1.0);
-        assert!(matches!(
-            interp1d_linear(1.5, &xp, &fp),
-            Err(MetricsError::OutOfInterpolationRange { .. })
-        ));
+        assert!(matches!(interp1d_linear(1.5, &xp, &fp), Err(MetricsError::OutOfInterpolationRange { .. })));
     }
 
     #[test]
     fn brentq_finds_roots_like_scipy() {
-        let r = brentq(
-            |x| Ok(x * x - 2.0),
-            0.0,
-            2.0,
-            BRENTQ_XTOL,
-            BRENTQ_RTOL,
-            BRENTQ_MAXITER,
-        )
-        .unwrap();
+        let r = brentq(|x| Ok(x * x - 2.0), 0.0, 2.0, BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER).unwrap();
         assert!((r - 2f64.sqrt()).abs() < 1e-12);
-        assert_eq!(
-            brentq(|x| Ok(x - 0.0), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100),
-            Ok(0.0)
-        );
-        assert_eq!(
-            brentq(|x| Ok(x + 1.0), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100),
-            Err(MetricsError::NoSignChange)
-        );
-        assert_eq!(
-            brentq(|_| Ok(f64::NAN), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100),
-            Err(MetricsError::NanFunctionValue(0.0))
-        );
-        assert_eq!(
-            brentq(|x| Ok(x - 0.3), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 1),
-            Err(MetricsError::NoConvergence(1))
-        );
+        assert_eq!(brentq(|x| Ok(x - 0.0), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100), Ok(0.0));
+        assert_eq!(brentq(|x| Ok(x + 1.0), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100), Err(MetricsError::NoSignChange));
+        assert_eq!(brentq(|_| Ok(f64::NAN), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 100), Err(MetricsError::NanFunctionValue(0.0)));
+        assert_eq!(brentq(|x| Ok(x - 0.3), 0.0, 1.0, 2e-12, BRENTQ_RTOL, 1), Err(MetricsError::NoConvergence(1)));
     }
 
     #[test]
@@ -1455,15 +1227,9 @@ mod tests {
         let x: Vec<f64> = (0..=10).map(|i| i as f64 / 10.0).collect();
         assert!((eer(&x, &x).unwrap() - 0.5).abs() < 1e-12);
         // Perfect ROC: tpr reaches 1 while fpr is still 0.
-        assert_eq!(
-            eer(&[0.0, 0.0, 0.0, 1.0], &[0.0, 0.5, 1.0, 1.0]).unwrap(),
-            0.0
-        );
+        assert_eq!(eer(&[0.0, 0.0, 0.0, 1.0], &[0.0, 0.5, 1.0, 1.0]).unwrap(), 0.0);
         // FPR never reaching 1: the reference's interp1d raises at x = 1.
-        assert!(matches!(
-            eer(&[0.0, 0.5], &[0.0, 1.0]),
-            Err(MetricsError::OutOfInterpolationRange { .. })
-        ));
+        assert!(matches!(eer(&[0.0, 0.5], &[0.0, 1.0]), Err(MetricsError::OutOfInterpolationRange { .. })));
     }
 
     fn toy_set(n: usize, flip_every: usize) -> (Vec<f64>, Vec<bool>) {
@@ -1474,11 +1240,7 @@ mod tests {
         for k in 0..n {
             let s = k % 2 == 0;
             roots.push(if s { 0.5 } else { 1.0 });
-            same.push(if flip_every > 0 && k % flip_every == 0 {
-                !s
-            } else {
-                s
-            });
+            same.push(if flip_every > 0 && k % flip_every == 0 { !s } else { s });
         }
         (pairs_with_distances(&roots), same)
     }
@@ -1497,10 +1259,7 @@ mod tests {
         assert_eq!(ev.auc, 1.0);
         assert_eq!(ev.eer, 0.0);
         // FAR is 0 up to 1.0 and 1 after: threshold between 1.0 and 1.001.
-        assert!(ev
-            .val_threshold_per_fold
-            .iter()
-            .all(|&t| t > 1.0 && t < 1.001));
+        assert!(ev.val_threshold_per_fold.iter().all(|&t| t > 1.0 && t < 1.001));
         assert_eq!(ev.val_mean, 1.0);
         assert_eq!(ev.far_mean, 1.0);
         assert_eq!(ev.tpr.len(), 400);
@@ -1516,17 +1275,11 @@ mod tests {
         let pairs = Pairs::new(&emb, 2, &same).unwrap();
         let m = pairs.train_mean(&(0..4));
         // 36 training pairs: first rows all (0,0), second rows (r, 0).
-        let expected: f64 = (4..40)
-            .map(|k| if k % 2 == 0 { 0.5 } else { 1.0 })
-            .sum::<f64>()
-            / 72.0;
+        let expected: f64 = (4..40).map(|k| if k % 2 == 0 { 0.5 } else { 1.0 }).sum::<f64>() / 72.0;
         assert!((m[0] - expected).abs() < 1e-15);
         assert_eq!(m[1], 0.0);
         // Translation does not change Euclidean distances.
-        let opts = EvalOptions {
-            subtract_mean: true,
-            ..EvalOptions::default()
-        };
+        let opts = EvalOptions { subtract_mean: true, ..EvalOptions::default() };
         let a = evaluate(&emb, 2, &same, &opts).unwrap();
         let b = evaluate(&emb, 2, &same, &EvalOptions::default()).unwrap();
         assert_eq!(a.accuracy_per_fold, b.accuracy_per_fold);
@@ -1536,46 +1289,16 @@ mod tests {
     fn malformed_input_is_rejected() {
         let (emb, same) = toy_set(40, 0);
         let o = EvalOptions::default();
-        assert_eq!(
-            evaluate(&emb, 0, &same, &o).unwrap_err(),
-            MetricsError::ZeroDimension
-        );
-        assert!(matches!(
-            evaluate(&emb[1..], 2, &same, &o),
-            Err(MetricsError::LengthMismatch { .. })
-        ));
-        assert!(matches!(
-            evaluate(&emb, 2, &same[1..], &o),
-            Err(MetricsError::LengthMismatch { .. })
-        ));
-        assert_eq!(
-            evaluate(&emb[..36], 2, &same[..9], &o).unwrap_err(),
-            MetricsError::TooFewPairs {
-                pairs: 9,
-                folds: 10
-            }
-        );
+        assert_eq!(evaluate(&emb, 0, &same, &o).unwrap_err(), MetricsError::ZeroDimension);
+        assert!(matches!(evaluate(&emb[1..], 2, &same, &o), Err(MetricsError::LengthMismatch { .. })));
+        assert!(matches!(evaluate(&emb, 2, &same[1..], &o), Err(MetricsError::LengthMismatch { .. })));
+        assert_eq!(evaluate(&emb[..36], 2, &same[..9], &o).unwrap_err(), MetricsError::TooFewPairs { pairs: 9, folds: 10 });
         let mut bad = emb.clone();
         bad[5] = f64::NAN;
-        assert_eq!(
-            evaluate(&bad, 2, &same, &o).unwrap_err(),
-            MetricsError::NonFinite {
-                what: "embeddings",
-                index: 5
-            }
-        );
-        let o1 = EvalOptions {
-            nrof_folds: 1,
-            ..EvalOptions::default()
-        };
-        assert_eq!(
-            evaluate(&emb, 2, &same, &o1).unwrap_err(),
-            MetricsError::TooFewFolds(1)
-        );
-        let nan_target = EvalOptions {
-            far_target: f64::NAN,
-            ..EvalOptions::default()
-        };
+        assert_eq!(evaluate(&bad, 2, &same, &o).unwrap_err(), MetricsError::NonFinite { what: "embeddings", index: 5 });
+        let o1 = EvalOptions { nrof_folds: 1, ..EvalOptions::default() };
+        assert_eq!(evaluate(&emb, 2, &same, &o1).unwrap_err(), MetricsError::TooFewFolds(1));
+        let nan_target = EvalOptions { far_target: f64::NAN, ..EvalOptions::default() };
         assert!(evaluate(&emb, 2, &same, &nan_target).is_err());
     }
 
@@ -1588,38 +1311,18 @@ mod tests {
         }
         assert_eq!(
             evaluate(&emb, 2, &same, &EvalOptions::default()).unwrap_err(),
-            MetricsError::DegenerateFold {
-                fold: 3,
-                part: FoldPart::Test,
-                missing: PairKind::Different
-            }
+            MetricsError::DegenerateFold { fold: 3, part: FoldPart::Test, missing: PairKind::Different }
         );
         // ROC alone still works (the reference guards its rates there).
         let pairs = Pairs::new(&emb, 2, &same).unwrap();
-        assert!(calculate_roc(
-            &roc_thresholds(),
-            &pairs,
-            10,
-            DistanceMetric::SquaredEuclidean,
-            false
-        )
-        .is_ok());
+        assert!(calculate_roc(&roc_thresholds(), &pairs, 10, DistanceMetric::SquaredEuclidean, false).is_ok());
         // No different pair at all: the training part of fold 0 lacks them first.
         let all_same = vec![true; 40];
         assert_eq!(
             evaluate(&emb, 2, &all_same, &EvalOptions::default()).unwrap_err(),
-            MetricsError::DegenerateFold {
-                fold: 0,
-                part: FoldPart::Train,
-                missing: PairKind::Different
-            }
+            MetricsError::DegenerateFold { fold: 0, part: FoldPart::Train, missing: PairKind::Different }
         );
-        let msg = MetricsError::DegenerateFold {
-            fold: 3,
-            part: FoldPart::Test,
-            missing: PairKind::Same,
-        }
-        .to_string();
+        let msg = MetricsError::DegenerateFold { fold: 3, part: FoldPart::Test, missing: PairKind::Same }.to_string();
         assert!(msg.contains("fold 3") && msg.contains("test"), "{msg}");
     }
 
@@ -1627,9 +1330,7 @@ mod tests {
     fn unreachable_fpr_gives_nan_eer_not_an_error() {
         // Different pairs at squared distance 25 (> 3.99): FPR stays 0, the
         // reference's EER root-find raises, VAL threshold falls back to 0.
-        let roots: Vec<f64> = (0..20)
-            .map(|k| if k % 2 == 0 { 0.5 } else { 5.0 })
-            .collect();
+        let roots: Vec<f64> = (0..20).map(|k| if k % 2 == 0 { 0.5 } else { 5.0 }).collect();
         let emb = pairs_with_distances(&roots);
         let same: Vec<bool> = (0..20).map(|k| k % 2 == 0).collect();
         let ev = evaluate(&emb, 2, &same, &EvalOptions::default()).unwrap();

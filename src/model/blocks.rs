@@ -75,10 +75,7 @@ pub struct BnSettings {
 impl BnSettings {
     /// A BatchNorm over `features` channels with these settings.
     pub fn init(&self, features: usize, device: &Device) -> BatchNorm {
-        let mut bn = BatchNormConfig::new(features)
-            .with_epsilon(self.epsilon)
-            .with_momentum(self.momentum)
-            .init(device);
+        let mut bn = BatchNormConfig::new(features).with_epsilon(self.epsilon).with_momentum(self.momentum).init(device);
         if !self.train_gamma {
             bn.gamma = bn.gamma.set_require_grad(false);
         }
@@ -113,20 +110,11 @@ impl BasicConv2d {
             .with_bias(false)
             .with_initializer(xavier_uniform())
             .init(device);
-        BasicConv2d {
-            conv,
-            bn: bn.init(out_ch, device),
-        }
+        BasicConv2d { conv, bn: bn.init(out_ch, device) }
     }
 
     /// Stride-1 `SAME` convolution (every non-reducing conv of the network).
-    pub fn same(
-        in_ch: usize,
-        out_ch: usize,
-        kernel: [usize; 2],
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn same(in_ch: usize, out_ch: usize, kernel: [usize; 2], bn: &BnSettings, device: &Device) -> Self {
         Self::new(in_ch, out_ch, kernel, 1, PaddingConfig2d::Same, bn, device)
     }
 
@@ -207,10 +195,7 @@ pub fn forward_chain(chain: &[BasicConv2d], x: Tensor<4>) -> Tensor<4> {
 /// (`normalizer_fn=None, activation_fn=None` in the reference). Bias starts at zero like
 /// TF-slim's default `biases_initializer`.
 fn up_projection(in_ch: usize, out_ch: usize, device: &Device) -> Conv2d {
-    let mut conv = Conv2dConfig::new([in_ch, out_ch], [1, 1])
-        .with_bias(true)
-        .with_initializer(xavier_uniform())
-        .init(device);
+    let mut conv = Conv2dConfig::new([in_ch, out_ch], [1, 1]).with_bias(true).with_initializer(xavier_uniform()).init(device);
     conv.bias = Some(Initializer::Zeros.init([out_ch], device));
     conv
 }
@@ -245,19 +230,10 @@ pub struct Block35 {
 
 impl Block35 {
     /// A block over `channels` input/output channels with branch width `width`.
-    pub fn new(
-        channels: usize,
-        width: usize,
-        scale: f64,
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, width: usize, scale: f64, bn: &BnSettings, device: &Device) -> Self {
         Block35 {
             branch0: BasicConv2d::same(channels, width, [1, 1], bn, device),
-            branch1: vec![
-                BasicConv2d::same(channels, width, [1, 1], bn, device),
-                BasicConv2d::same(width, width, [3, 3], bn, device),
-            ],
+            branch1: vec![BasicConv2d::same(channels, width, [1, 1], bn, device), BasicConv2d::same(width, width, [3, 3], bn, device)],
             branch2: vec![
                 BasicConv2d::same(channels, width, [1, 1], bn, device),
                 BasicConv2d::same(width, width, [3, 3], bn, device),
@@ -282,12 +258,7 @@ impl Block35 {
     /// Conv weights (including the up projection's), for the L2 penalty.
     pub fn weights(&self) -> Vec<Tensor<4>> {
         let mut w = vec![self.branch0.weight()];
-        w.extend(
-            self.branch1
-                .iter()
-                .chain(&self.branch2)
-                .map(BasicConv2d::weight),
-        );
+        w.extend(self.branch1.iter().chain(&self.branch2).map(BasicConv2d::weight));
         w.push(self.conv2d.weight.val());
         w
     }
@@ -311,13 +282,7 @@ pub struct Block17 {
 
 impl Block17 {
     /// A block over `channels` input/output channels with branch width `width`.
-    pub fn new(
-        channels: usize,
-        width: usize,
-        scale: f64,
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, width: usize, scale: f64, bn: &BnSettings, device: &Device) -> Self {
         Block17 {
             branch0: BasicConv2d::same(channels, width, [1, 1], bn, device),
             branch1: vec![
@@ -367,14 +332,7 @@ pub struct Block8 {
 
 impl Block8 {
     /// A block over `channels` input/output channels with branch width `width`.
-    pub fn new(
-        channels: usize,
-        width: usize,
-        scale: f64,
-        activation: bool,
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, width: usize, scale: f64, activation: bool, bn: &BnSettings, device: &Device) -> Self {
         Block8 {
             branch0: BasicConv2d::same(channels, width, [1, 1], bn, device),
             branch1: vec![
@@ -408,10 +366,7 @@ impl Block8 {
 
 /// 3x3 stride-2 max pool, padded like the reference's `VALID` layers under `mode`.
 pub fn reduction_pool(mode: PaddingMode) -> MaxPool2d {
-    MaxPool2dConfig::new([3, 3])
-        .with_strides([2, 2])
-        .with_padding(mode.config())
-        .init()
+    MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(mode.config()).init()
 }
 
 /// Reduction-A (`Mixed_6a`, `reduction_a(net, k, l, m, n)`): 3x3/2-n | 1x1-k, 3x3-l, 3x3/2-m |
@@ -428,13 +383,7 @@ pub struct ReductionA {
 
 impl ReductionA {
     /// `[k, l, m, n]` as in the reference's `reduction_a` (full network: 192, 192, 256, 384).
-    pub fn new(
-        channels: usize,
-        klmn: [usize; 4],
-        mode: PaddingMode,
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, klmn: [usize; 4], mode: PaddingMode, bn: &BnSettings, device: &Device) -> Self {
         let [k, l, m, n] = klmn;
         let pad = mode.config();
         ReductionA {
@@ -480,24 +429,12 @@ pub struct ReductionB {
 
 impl ReductionB {
     /// `[a, b, c, d, e, f, g]` (full network: 256, 384, 256, 256, 256, 256, 256).
-    pub fn new(
-        channels: usize,
-        w: [usize; 7],
-        mode: PaddingMode,
-        bn: &BnSettings,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, w: [usize; 7], mode: PaddingMode, bn: &BnSettings, device: &Device) -> Self {
         let [a, b, c, d, e, f, g] = w;
         let pad = mode.config();
         ReductionB {
-            branch0: vec![
-                BasicConv2d::same(channels, a, [1, 1], bn, device),
-                BasicConv2d::new(a, b, [3, 3], 2, pad.clone(), bn, device),
-            ],
-            branch1: vec![
-                BasicConv2d::same(channels, c, [1, 1], bn, device),
-                BasicConv2d::new(c, d, [3, 3], 2, pad.clone(), bn, device),
-            ],
+            branch0: vec![BasicConv2d::same(channels, a, [1, 1], bn, device), BasicConv2d::new(a, b, [3, 3], 2, pad.clone(), bn, device)],
+            branch1: vec![BasicConv2d::same(channels, c, [1, 1], bn, device), BasicConv2d::new(c, d, [3, 3], 2, pad.clone(), bn, device)],
             branch2: vec![
                 BasicConv2d::same(channels, e, [1, 1], bn, device),
                 BasicConv2d::same(e, f, [3, 3], bn, device),
@@ -518,12 +455,7 @@ impl ReductionB {
 
     /// Conv weights, for the L2 penalty.
     pub fn weights(&self) -> Vec<Tensor<4>> {
-        self.branch0
-            .iter()
-            .chain(&self.branch1)
-            .chain(&self.branch2)
-            .map(BasicConv2d::weight)
-            .collect()
+        self.branch0.iter().chain(&self.branch1).chain(&self.branch2).map(BasicConv2d::weight).collect()
     }
 }
 

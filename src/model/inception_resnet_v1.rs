@@ -40,10 +40,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::blocks::{
-    xavier_uniform, BasicConv2d, Block17, Block35, Block8, BnSettings, PaddingMode, ReductionA,
-    ReductionB,
-};
+use super::blocks::{xavier_uniform, BasicConv2d, Block17, Block35, Block8, BnSettings, PaddingMode, ReductionA, ReductionB};
 
 /// Width and depth of the network: the same code builds the full and the small variant.
 #[derive(Config, Debug, PartialEq)]
@@ -251,27 +248,16 @@ impl InceptionResnetV1Config {
             return Err("embedding_size must be > 0".into());
         }
         if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
-            return Err(format!(
-                "keep_probability must be in (0, 1], got {}",
-                self.keep_probability
-            ));
+            return Err(format!("keep_probability must be in (0, 1], got {}", self.keep_probability));
         }
         if !(self.bn_epsilon.is_finite() && self.bn_epsilon > 0.0) {
             return Err(format!("bn_epsilon must be > 0, got {}", self.bn_epsilon));
         }
         if !(0.0..=1.0).contains(&self.bn_momentum) {
-            return Err(format!(
-                "bn_momentum must be in [0, 1], got {}",
-                self.bn_momentum
-            ));
+            return Err(format!("bn_momentum must be in [0, 1], got {}", self.bn_momentum));
         }
         let a = &self.arch;
-        let widths = a
-            .stem
-            .iter()
-            .chain(&a.reduction_a)
-            .chain(&a.reduction_b)
-            .chain([&a.block35_width, &a.block17_width, &a.block8_width]);
+        let widths = a.stem.iter().chain(&a.reduction_a).chain(&a.reduction_b).chain([&a.block35_width, &a.block17_width, &a.block8_width]);
         if widths.into_iter().any(|&w| w == 0) {
             return Err("every width of the architecture must be > 0".into());
         }
@@ -279,11 +265,7 @@ impl InceptionResnetV1Config {
     }
 
     fn bn(&self) -> BnSettings {
-        BnSettings {
-            epsilon: self.bn_epsilon,
-            momentum: self.bn_momentum,
-            train_gamma: self.train_bn_gamma,
-        }
+        BnSettings { epsilon: self.bn_epsilon, momentum: self.bn_momentum, train_gamma: self.train_bn_gamma }
     }
 
     /// Builds the network on `device` (use `device.autodiff()` to train it).
@@ -300,10 +282,8 @@ impl InceptionResnetV1Config {
         let [c1a, c2a, c2b, c3b, c4a, c4b] = a.stem;
         let [c35, c17, c8] = a.stage_channels();
         let logits = (self.num_classes > 0).then(|| {
-            let mut linear = LinearConfig::new(self.embedding_size, self.num_classes)
-                .with_bias(true)
-                .with_initializer(xavier_uniform())
-                .init(device);
+            let mut linear =
+                LinearConfig::new(self.embedding_size, self.num_classes).with_bias(true).with_initializer(xavier_uniform()).init(device);
             linear.bias = Some(Initializer::Zeros.init([self.num_classes], device));
             linear
         });
@@ -311,30 +291,18 @@ impl InceptionResnetV1Config {
             conv2d_1a: BasicConv2d::new(3, c1a, [3, 3], 2, pad.clone(), &bn, device),
             conv2d_2a: BasicConv2d::new(c1a, c2a, [3, 3], 1, pad.clone(), &bn, device),
             conv2d_2b: BasicConv2d::same(c2a, c2b, [3, 3], &bn, device),
-            maxpool_3a: MaxPool2dConfig::new([3, 3])
-                .with_strides([2, 2])
-                .with_padding(pad.clone())
-                .init(),
+            maxpool_3a: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(pad.clone()).init(),
             conv2d_3b: BasicConv2d::new(c2b, c3b, [1, 1], 1, pad.clone(), &bn, device),
             conv2d_4a: BasicConv2d::new(c3b, c4a, [3, 3], 1, pad.clone(), &bn, device),
             conv2d_4b: BasicConv2d::new(c4a, c4b, [3, 3], 2, pad, &bn, device),
-            repeat_1: (0..a.block35_repeats)
-                .map(|_| Block35::new(c35, a.block35_width, a.block35_scale, &bn, device))
-                .collect(),
+            repeat_1: (0..a.block35_repeats).map(|_| Block35::new(c35, a.block35_width, a.block35_scale, &bn, device)).collect(),
             mixed_6a: ReductionA::new(c35, a.reduction_a, a.padding, &bn, device),
-            repeat_2: (0..a.block17_repeats)
-                .map(|_| Block17::new(c17, a.block17_width, a.block17_scale, &bn, device))
-                .collect(),
+            repeat_2: (0..a.block17_repeats).map(|_| Block17::new(c17, a.block17_width, a.block17_scale, &bn, device)).collect(),
             mixed_7a: ReductionB::new(c17, a.reduction_b, a.padding, &bn, device),
-            repeat_3: (0..a.block8_repeats)
-                .map(|_| Block8::new(c8, a.block8_width, a.block8_scale, true, &bn, device))
-                .collect(),
+            repeat_3: (0..a.block8_repeats).map(|_| Block8::new(c8, a.block8_width, a.block8_scale, true, &bn, device)).collect(),
             block8: Block8::new(c8, a.block8_width, 1.0, false, &bn, device),
             dropout: DropoutConfig::new(1.0 - self.keep_probability).init(),
-            last_linear: LinearConfig::new(c8, self.embedding_size)
-                .with_bias(false)
-                .with_initializer(xavier_uniform())
-                .init(device),
+            last_linear: LinearConfig::new(c8, self.embedding_size).with_bias(false).with_initializer(xavier_uniform()).init(device),
             last_bn: bn.init(self.embedding_size, device),
             logits,
         }
@@ -350,25 +318,13 @@ impl InceptionResnetV1Config {
         let too_small = || format!("input {image_size}x{image_size} is too small for this network");
         let [c1a, c2a, c2b, c3b, c4a, c4b] = a.stem;
         let mut s = image_size;
-        s = c
-            .conv(s, 3, c1a, [3, 3], 2, Some(mode), true)
-            .ok_or_else(too_small)?;
-        s = c
-            .conv(s, c1a, c2a, [3, 3], 1, Some(mode), true)
-            .ok_or_else(too_small)?;
-        s = c
-            .conv(s, c2a, c2b, [3, 3], 1, None, true)
-            .ok_or_else(too_small)?;
+        s = c.conv(s, 3, c1a, [3, 3], 2, Some(mode), true).ok_or_else(too_small)?;
+        s = c.conv(s, c1a, c2a, [3, 3], 1, Some(mode), true).ok_or_else(too_small)?;
+        s = c.conv(s, c2a, c2b, [3, 3], 1, None, true).ok_or_else(too_small)?;
         s = mode.out_size(s, 3, 2).ok_or_else(too_small)?;
-        s = c
-            .conv(s, c2b, c3b, [1, 1], 1, Some(mode), true)
-            .ok_or_else(too_small)?;
-        s = c
-            .conv(s, c3b, c4a, [3, 3], 1, Some(mode), true)
-            .ok_or_else(too_small)?;
-        s = c
-            .conv(s, c4a, c4b, [3, 3], 2, Some(mode), true)
-            .ok_or_else(too_small)?;
+        s = c.conv(s, c2b, c3b, [1, 1], 1, Some(mode), true).ok_or_else(too_small)?;
+        s = c.conv(s, c3b, c4a, [3, 3], 1, Some(mode), true).ok_or_else(too_small)?;
+        s = c.conv(s, c4a, c4b, [3, 3], 2, Some(mode), true).ok_or_else(too_small)?;
         let [c35, c17, c8] = a.stage_channels();
         for _ in 0..a.block35_repeats {
             let w = a.block35_width;
@@ -381,9 +337,7 @@ impl InceptionResnetV1Config {
             c.conv(s, 3 * w, c35, [1, 1], 1, None, false);
         }
         let [k, l, m, n] = a.reduction_a;
-        let s17 = c
-            .conv(s, c35, n, [3, 3], 2, Some(mode), true)
-            .ok_or_else(too_small)?;
+        let s17 = c.conv(s, c35, n, [3, 3], 2, Some(mode), true).ok_or_else(too_small)?;
         c.conv(s, c35, k, [1, 1], 1, None, true);
         c.conv(s, k, l, [3, 3], 1, None, true);
         c.conv(s, l, m, [3, 3], 2, Some(mode), true);
@@ -398,9 +352,7 @@ impl InceptionResnetV1Config {
         }
         let [b0a, b0b, b1a, b1b, b2a, b2b, b2c] = a.reduction_b;
         c.conv(s, c17, b0a, [1, 1], 1, None, true);
-        let s8 = c
-            .conv(s, b0a, b0b, [3, 3], 2, Some(mode), true)
-            .ok_or_else(too_small)?;
+        let s8 = c.conv(s, b0a, b0b, [3, 3], 2, Some(mode), true).ok_or_else(too_small)?;
         c.conv(s, c17, b1a, [1, 1], 1, None, true);
         c.conv(s, b1a, b1b, [3, 3], 2, Some(mode), true);
         c.conv(s, c17, b2a, [1, 1], 1, None, true);
@@ -423,12 +375,7 @@ impl InceptionResnetV1Config {
             c.params += (e + 1) * self.num_classes;
             c.macs += (e * self.num_classes) as u64;
         }
-        Ok(ModelCost {
-            params: c.params,
-            bn_buffers: c.bn_buffers,
-            macs: c.macs,
-            final_grid: s,
-        })
+        Ok(ModelCost { params: c.params, bn_buffers: c.bn_buffers, macs: c.macs, final_grid: s })
     }
 
     /// The smallest square input this configuration accepts.
@@ -551,17 +498,10 @@ impl InceptionResnetV1 {
     /// Every conv weight (stem, branches, residual up projections), the weights the reference
     /// regularises with `weights_regularizer`.
     pub fn conv_weights(&self) -> Vec<Tensor<4>> {
-        let mut w: Vec<Tensor<4>> = [
-            &self.conv2d_1a,
-            &self.conv2d_2a,
-            &self.conv2d_2b,
-            &self.conv2d_3b,
-            &self.conv2d_4a,
-            &self.conv2d_4b,
-        ]
-        .iter()
-        .map(|c| c.weight())
-        .collect();
+        let mut w: Vec<Tensor<4>> = [&self.conv2d_1a, &self.conv2d_2a, &self.conv2d_2b, &self.conv2d_3b, &self.conv2d_4a, &self.conv2d_4b]
+            .iter()
+            .map(|c| c.weight())
+            .collect();
         w.extend(self.repeat_1.iter().flat_map(Block35::weights));
         w.extend(self.mixed_6a.weights());
         w.extend(self.repeat_2.iter().flat_map(Block17::weights));
@@ -625,10 +565,7 @@ mod tests {
     #[test]
     fn module_parameter_count_matches_cost() {
         let device = Device::flex();
-        for (cfg, size) in [
-            (small(10), 64),
-            (InceptionResnetV1Config::new().with_num_classes(7), 160),
-        ] {
+        for (cfg, size) in [(small(10), 64), (InceptionResnetV1Config::new().with_num_classes(7), 160)] {
             let model = cfg.init(&device);
             let cost = cfg.cost(size).unwrap();
             // num_params counts BN running statistics too.
@@ -644,14 +581,7 @@ mod tests {
         let out = model.forward(x);
         assert_eq!(out.prelogits.dims(), [2, 128]);
         assert_eq!(out.logits.as_ref().unwrap().dims(), [2, 10]);
-        let norms: Vec<f32> = out
-            .embeddings()
-            .square()
-            .sum_dim(1)
-            .sqrt()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let norms: Vec<f32> = out.embeddings().square().sum_dim(1).sqrt().to_data().try_into_vec_as::<f32>().unwrap();
         assert_eq!(norms.len(), 2);
         for n in norms {
             assert!((n - 1.0).abs() < 1e-4, "embedding norm {n}");
@@ -675,12 +605,7 @@ mod tests {
     fn full_forward_160() {
         let device = Device::flex();
         let model = InceptionResnetV1Config::new().init(&device);
-        assert_eq!(
-            model
-                .features(Tensor::zeros([1, 3, 75, 75], &device))
-                .dims(),
-            [1, 1792, 1, 1]
-        );
+        assert_eq!(model.features(Tensor::zeros([1, 3, 75, 75], &device)).dims(), [1, 1792, 1, 1]);
         let x = Tensor::<4>::random([1, 3, 160, 160], Distribution::Normal(0.0, 1.0), &device);
         let emb = model.embed(x);
         assert_eq!(emb.dims(), [1, 128]);
@@ -724,11 +649,7 @@ mod tests {
             let v: Vec<f32> = w.to_data().try_into_vec_as::<f32>().unwrap();
             manual += v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
         }
-        assert!(
-            (p as f64 - manual / 2.0).abs() < 1e-3 * manual,
-            "{p} vs {}",
-            manual / 2.0
-        );
+        assert!((p as f64 - manual / 2.0).abs() < 1e-3 * manual, "{p} vs {}", manual / 2.0);
         // 6 stem + 2 x 7 (Block35) + 4 (Red-A) + 2 x 5 (Block17) + 7 (Red-B) + 2 x 5 (Block8).
         assert_eq!(model.conv_weights().len(), 6 + 14 + 4 + 10 + 7 + 10);
         assert_eq!(model.fc_weights().len(), 2);
@@ -741,26 +662,10 @@ mod tests {
         // conv2d_2b: cin -> cout, 3x3: limit sqrt(6 / (cin*9 + cout*9)).
         let [cout, cin, kh, kw] = model.conv2d_2b.weight().dims();
         let limit = (6.0 / ((cin + cout) * kh * kw) as f64).sqrt() as f32;
-        let v: Vec<f32> = model
-            .conv2d_2b
-            .weight()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let v: Vec<f32> = model.conv2d_2b.weight().to_data().try_into_vec_as::<f32>().unwrap();
         let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        assert!(
-            max <= limit && max > 0.8 * limit,
-            "max {max}, limit {limit}"
-        );
-        let b: Vec<f32> = model.repeat_1[0]
-            .conv2d
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        assert!(max <= limit && max > 0.8 * limit, "max {max}, limit {limit}");
+        let b: Vec<f32> = model.repeat_1[0].conv2d.bias.as_ref().unwrap().val().to_data().try_into_vec_as::<f32>().unwrap();
         assert!(b.iter().all(|x| *x == 0.0));
     }
 
@@ -798,11 +703,7 @@ mod tests {
             "last_bn.running_mean",
             "logits.bias",
         ] {
-            assert!(
-                v.0.iter().any(|p| p == expected),
-                "missing {expected}; have e.g. {:?}",
-                &v.0[..5]
-            );
+            assert!(v.0.iter().any(|p| p == expected), "missing {expected}; have e.g. {:?}", &v.0[..5]);
         }
     }
 
@@ -844,14 +745,7 @@ mod tests {
             k.insert(format!("{p}.conv2d.bias"));
         }
         let mut want = BTreeSet::new();
-        for p in [
-            "conv2d_1a",
-            "conv2d_2a",
-            "conv2d_2b",
-            "conv2d_3b",
-            "conv2d_4a",
-            "conv2d_4b",
-        ] {
+        for p in ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a", "conv2d_4b"] {
             basic(&mut want, p);
         }
         for i in 0..5 {
@@ -881,18 +775,12 @@ mod tests {
         want.insert("logits.weight".into());
         want.insert("logits.bias".into());
 
-        let model = InceptionResnetV1Config::new()
-            .with_embedding_size(512)
-            .with_num_classes(8631)
-            .init(&Device::flex());
+        let model = InceptionResnetV1Config::new().with_embedding_size(512).with_num_classes(8631).init(&Device::flex());
         let mut keys = Keys(BTreeSet::new(), Vec::new());
         model.visit(&mut keys);
         let missing: Vec<_> = want.difference(&keys.0).collect();
         let extra: Vec<_> = keys.0.difference(&want).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "missing {missing:?}, extra {extra:?}"
-        );
+        assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
     }
 
     #[test]
@@ -907,46 +795,19 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("small.safetensors");
-        trained
-            .save_into(&mut SafetensorsStore::from_file(&path))
-            .unwrap();
+        trained.save_into(&mut SafetensorsStore::from_file(&path)).unwrap();
 
         let plain = Device::flex();
         let mut fresh = small(3).init(&plain);
-        let result = fresh
-            .load_from(&mut SafetensorsStore::from_file(&path))
-            .unwrap();
-        assert!(
-            result.errors.is_empty() && result.missing.is_empty(),
-            "{result:?}"
-        );
+        let result = fresh.load_from(&mut SafetensorsStore::from_file(&path)).unwrap();
+        assert!(result.errors.is_empty() && result.missing.is_empty(), "{result:?}");
 
         let probe = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &plain);
-        let a: Vec<f32> = trained
-            .forward(probe.clone())
-            .prelogits
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        let b: Vec<f32> = fresh
-            .forward(probe)
-            .prelogits
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let a: Vec<f32> = trained.forward(probe.clone()).prelogits.to_data().try_into_vec_as::<f32>().unwrap();
+        let b: Vec<f32> = fresh.forward(probe).prelogits.to_data().try_into_vec_as::<f32>().unwrap();
         assert_eq!(a, b);
-        let rm: Vec<f32> = fresh
-            .conv2d_1a
-            .bn
-            .running_mean
-            .value()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        assert!(
-            rm.iter().any(|v| *v != 0.0),
-            "running mean was not restored"
-        );
+        let rm: Vec<f32> = fresh.conv2d_1a.bn.running_mean.value().to_data().try_into_vec_as::<f32>().unwrap();
+        assert!(rm.iter().any(|v| *v != 0.0), "running mean was not restored");
     }
 
     #[test]
@@ -976,31 +837,14 @@ mod tests {
         let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
         let y = Tensor::<1, Int>::from_data([0i64, 1, 2, 3].as_slice(), &device);
         let out = model.forward(x);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(out.logits.unwrap(), y)
-            + model.l2_weight_penalty().mul_scalar(1e-3);
+        let loss = CrossEntropyLossConfig::new().init(&device).forward(out.logits.unwrap(), y) + model.l2_weight_penalty().mul_scalar(1e-3);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let w_before = model.conv2d_1a.weight().to_data();
         let updated = optim.step(0.01, model, grads);
         assert_ne!(updated.conv2d_1a.weight().to_data(), w_before);
-        let gamma: Vec<f32> = updated
-            .conv2d_2b
-            .bn
-            .gamma
-            .val()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let gamma: Vec<f32> = updated.conv2d_2b.bn.gamma.val().to_data().try_into_vec_as::<f32>().unwrap();
         assert!(gamma.iter().all(|g| *g == 1.0));
-        let beta: Vec<f32> = updated
-            .conv2d_2b
-            .bn
-            .beta
-            .val()
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .unwrap();
+        let beta: Vec<f32> = updated.conv2d_2b.bn.beta.val().to_data().try_into_vec_as::<f32>().unwrap();
         assert!(beta.iter().any(|b| *b != 0.0));
         // The frozen gamma stays frozen through an inference round trip.
         let back = updated.valid().train();
@@ -1031,25 +875,15 @@ mod tests {
         let mut times = Vec::new();
         for step in 0..8 {
             let x = Tensor::<4>::random([32, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-            let y = Tensor::<1, Int>::from_data(
-                (0..32)
-                    .map(|i| ((i * 7 + step) % classes) as i64)
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-                &device,
-            );
+            let y = Tensor::<1, Int>::from_data((0..32).map(|i| ((i * 7 + step) % classes) as i64).collect::<Vec<_>>().as_slice(), &device);
             let t = Instant::now();
             let out = model.forward(x);
-            let loss = loss_fn.forward(out.logits.unwrap(), y)
-                + model.l2_weight_penalty().mul_scalar(5e-4);
+            let loss = loss_fn.forward(out.logits.unwrap(), y) + model.l2_weight_penalty().mul_scalar(5e-4);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.01, model, grads);
             let l: f32 = loss.into_scalar();
             times.push(t.elapsed().as_secs_f64());
-            eprintln!(
-                "small train step {step}: {:.3} s (loss {l:.3})",
-                times[step]
-            );
+            eprintln!("small train step {step}: {:.3} s (loss {l:.3})", times[step]);
         }
         let plain = Device::flex();
         let full = InceptionResnetV1Config::new().init(&plain);
@@ -1058,10 +892,7 @@ mod tests {
             let t = Instant::now();
             let e = full.embed(x);
             let _: Vec<f32> = e.to_data().try_into_vec_as::<f32>().unwrap();
-            eprintln!(
-                "full forward batch 1 #{i}: {:.3} s",
-                t.elapsed().as_secs_f64()
-            );
+            eprintln!("full forward batch 1 #{i}: {:.3} s", t.elapsed().as_secs_f64());
         }
     }
 }

@@ -13,7 +13,6 @@ pub mod inception_resnet_v1;
 pub mod registry;
 
 pub use inception_resnet_v1::{
-    l2_normalize, InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config,
-    InceptionResnetV1Output, ModelCost,
+    l2_normalize, InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config, InceptionResnetV1Output, ModelCost,
 };
 pub use registry::{config_from_def, known_models, model_from_def, ModelDefError, ModelOptions};

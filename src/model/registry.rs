@@ -3,9 +3,7 @@
 
 use burn::tensor::Device;
 
-use super::inception_resnet_v1::{
-    InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config,
-};
+use super::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config};
 
 /// Canonical names of the networks `--model_def` accepts.
 const KNOWN: &[&str] = &["inception_resnet_v1", "inception_resnet_v1_small"];
@@ -37,11 +35,7 @@ pub enum ModelDefError {
 }
 
 fn known_list() -> String {
-    KNOWN
-        .iter()
-        .map(|n| format!("{n} (or models.{n})"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    KNOWN.iter().map(|n| format!("{n} (or models.{n})")).collect::<Vec<_>>().join(", ")
 }
 
 /// The command-line options that shape the network.
@@ -57,11 +51,7 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions {
-            embedding_size: 128,
-            keep_probability: 1.0,
-            num_classes: 0,
-        }
+        ModelOptions { embedding_size: 128, keep_probability: 1.0, num_classes: 0 }
     }
 }
 
@@ -82,13 +72,8 @@ pub fn canonical_name(def: &str) -> Option<&'static str> {
 }
 
 /// The configuration `--model_def name` builds with `options`.
-pub fn config_from_def(
-    name: &str,
-    options: &ModelOptions,
-) -> Result<InceptionResnetV1Config, ModelDefError> {
-    let canonical = canonical_name(name).ok_or_else(|| ModelDefError::Unknown {
-        name: name.to_string(),
-    })?;
+pub fn config_from_def(name: &str, options: &ModelOptions) -> Result<InceptionResnetV1Config, ModelDefError> {
+    let canonical = canonical_name(name).ok_or_else(|| ModelDefError::Unknown { name: name.to_string() })?;
     let arch = match canonical {
         "inception_resnet_v1" => InceptionResnetV1Arch::full(),
         "inception_resnet_v1_small" => InceptionResnetV1Arch::small(),
@@ -99,21 +84,12 @@ pub fn config_from_def(
         .with_keep_probability(options.keep_probability)
         .with_num_classes(options.num_classes)
         .with_arch(arch);
-    config
-        .validate()
-        .map_err(|reason| ModelDefError::InvalidOptions {
-            name: canonical.to_string(),
-            reason,
-        })?;
+    config.validate().map_err(|reason| ModelDefError::InvalidOptions { name: canonical.to_string(), reason })?;
     Ok(config)
 }
 
 /// Builds the network `--model_def name` names, on `device` (an autodiff device to train).
-pub fn model_from_def(
-    name: &str,
-    options: &ModelOptions,
-    device: &Device,
-) -> Result<InceptionResnetV1, ModelDefError> {
+pub fn model_from_def(name: &str, options: &ModelOptions, device: &Device) -> Result<InceptionResnetV1, ModelDefError> {
     Ok(config_from_def(name, options)?.init(device))
 }
 
@@ -130,32 +106,17 @@ mod tests {
             ("inception_resnet_v1.py", "inception_resnet_v1"),
             ("src/models/inception_resnet_v1.py", "inception_resnet_v1"),
             (" inception_resnet_v1_small ", "inception_resnet_v1_small"),
-            (
-                "models.inception_resnet_v1_small",
-                "inception_resnet_v1_small",
-            ),
-            (
-                "models/inception_resnet_v1_small.py",
-                "inception_resnet_v1_small",
-            ),
+            ("models.inception_resnet_v1_small", "inception_resnet_v1_small"),
+            ("models/inception_resnet_v1_small.py", "inception_resnet_v1_small"),
         ] {
             assert_eq!(canonical_name(def), Some(want), "{def}");
         }
-        assert_eq!(
-            known_models(),
-            &["inception_resnet_v1", "inception_resnet_v1_small"]
-        );
+        assert_eq!(known_models(), &["inception_resnet_v1", "inception_resnet_v1_small"]);
     }
 
     #[test]
     fn refuses_unknown_names_listing_known_ones() {
-        for def in [
-            "inception_resnet_v2",
-            "models.squeezenet",
-            "",
-            "models.",
-            "inception_resnet_v1_smal",
-        ] {
+        for def in ["inception_resnet_v2", "models.squeezenet", "", "models.", "inception_resnet_v1_smal"] {
             let err = config_from_def(def, &ModelOptions::default()).unwrap_err();
             assert!(matches!(err, ModelDefError::Unknown { .. }), "{def}");
             let msg = err.to_string();
@@ -166,11 +127,7 @@ mod tests {
 
     #[test]
     fn builds_the_right_architecture() {
-        let options = ModelOptions {
-            embedding_size: 64,
-            keep_probability: 0.8,
-            num_classes: 3,
-        };
+        let options = ModelOptions { embedding_size: 64, keep_probability: 0.8, num_classes: 3 };
         let full = config_from_def("models.inception_resnet_v1", &options).unwrap();
         assert_eq!(full.arch, InceptionResnetV1Arch::full());
         assert_eq!(full.embedding_size, 64);
@@ -185,18 +142,9 @@ mod tests {
     #[test]
     fn refuses_bad_options() {
         for options in [
-            ModelOptions {
-                keep_probability: 0.0,
-                ..Default::default()
-            },
-            ModelOptions {
-                keep_probability: 1.5,
-                ..Default::default()
-            },
-            ModelOptions {
-                embedding_size: 0,
-                ..Default::default()
-            },
+            ModelOptions { keep_probability: 0.0, ..Default::default() },
+            ModelOptions { keep_probability: 1.5, ..Default::default() },
+            ModelOptions { embedding_size: 0, ..Default::default() },
         ] {
             let err = config_from_def("inception_resnet_v1", &options).unwrap_err();
             assert!(matches!(err, ModelDefError::InvalidOptions { .. }), "{err}");

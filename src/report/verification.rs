@@ -54,7 +54,9 @@ pub fn add_verification(page: &mut Page, e: &Evaluation, issame: &[bool], image_
             fa.sort_by(|&a, &b| e.distances[a].total_cmp(&e.distances[b]));
             let mut fr: Vec<usize> = (0..issame.len()).filter(|&i| issame[i] && e.distances[i] >= threshold).collect();
             fr.sort_by(|&a, &b| e.distances[b].total_cmp(&e.distances[a]));
-            for (title, list) in [("Worst false accepts (different people, small distance)", fa), ("Worst false rejects (same person, large distance)", fr)] {
+            for (title, list) in
+                [("Worst false accepts (different people, small distance)", fa), ("Worst false rejects (same person, large distance)", fr)]
+            {
                 page.heading(3, &format!("{title}: {} at threshold {threshold:.3}", list.len()));
                 page.raw(&thumbs(&list[..list.len().min(worst)], paths, &e.distances));
             }

@@ -98,10 +98,14 @@ impl FaceParams {
             Rgb([190.0, 190.0, 190.0]),
             Rgb([90.0, 90.0, 95.0]),
         ];
-        let hair = hair_palette[rng.gen_range(0..hair_palette.len())]
-            .mix(Rgb::random(rng), rng.gen_range(0.0..0.15));
-        let iris_palette =
-            [Rgb([60.0, 40.0, 25.0]), Rgb([90.0, 60.0, 30.0]), Rgb([70.0, 110.0, 160.0]), Rgb([80.0, 120.0, 70.0]), Rgb([110.0, 110.0, 110.0])];
+        let hair = hair_palette[rng.gen_range(0..hair_palette.len())].mix(Rgb::random(rng), rng.gen_range(0.0..0.15));
+        let iris_palette = [
+            Rgb([60.0, 40.0, 25.0]),
+            Rgb([90.0, 60.0, 30.0]),
+            Rgb([70.0, 110.0, 160.0]),
+            Rgb([80.0, 120.0, 70.0]),
+            Rgb([110.0, 110.0, 110.0]),
+        ];
         let hair_style = match rng.gen_range(0..12) {
             0 => HairStyle::Bald,
             1..=3 => HairStyle::Short,

@@ -104,8 +104,12 @@ pub fn render_png(cfg: &SynthConfig, face: &FaceParams, k: usize, j: usize) -> R
     let n = image_nuisance(cfg.seed, k, j);
     let img = render::render_face(face, &n, cfg.image_size).context("cannot allocate image")?;
     let mut out = Vec::with_capacity(img.len());
-    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub).write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )?;
     Ok(out)
 }
 
@@ -236,9 +240,18 @@ mod tests {
         // the identity's features alone make pixels verify well.
         let geometric = baseline_with(|k, j| {
             let r = image_nuisance(5, k, j);
-            Nuisance { rotation_deg: r.rotation_deg, scale: r.scale, shift: r.shift, yaw: r.yaw, smile: r.smile,
-                       mouth_open: r.mouth_open, eye_open: r.eye_open, gaze: r.gaze, brow_raise: r.brow_raise,
-                       ..Nuisance::neutral() }
+            Nuisance {
+                rotation_deg: r.rotation_deg,
+                scale: r.scale,
+                shift: r.shift,
+                yaw: r.yaw,
+                smile: r.smile,
+                mouth_open: r.mouth_open,
+                eye_open: r.eye_open,
+                gaze: r.gaze,
+                brow_raise: r.brow_raise,
+                ..Nuisance::neutral()
+            }
         });
         // Everything varies: the raw-pixel baseline must be far from solving the task.
         let full = baseline_with(|k, j| image_nuisance(5, k, j));

@@ -22,8 +22,7 @@ pub fn make_pairs(names: &[String], images: usize, folds: usize, per_fold: usize
     let disjoint = names.len() >= 2 * folds;
     let mut out = Vec::with_capacity(folds * per_fold * 2);
     for fold in 0..folds {
-        let group: Vec<usize> =
-            if disjoint { order.iter().copied().skip(fold).step_by(folds).collect() } else { order.clone() };
+        let group: Vec<usize> = if disjoint { order.iter().copied().skip(fold).step_by(folds).collect() } else { order.clone() };
         let mut seen = HashSet::new();
         let mut draw = |rng: &mut ChaCha8Rng, same: bool| -> Pair {
             for attempt in 0.. {
@@ -50,11 +49,7 @@ pub fn make_pairs(names: &[String], images: usize, folds: usize, per_fold: usize
                 let (a, b, i, j) = if !same && a > b { (b, a, j, i) } else { (a, b, i, j) };
                 let key = (a, i, b, j);
                 if seen.insert(key) || attempt > 1000 {
-                    return if same {
-                        Pair::same(&names[a], i, j)
-                    } else {
-                        Pair::different(&names[a], i, &names[b], j)
-                    };
+                    return if same { Pair::same(&names[a], i, j) } else { Pair::different(&names[a], i, &names[b], j) };
                 }
             }
             unreachable!()

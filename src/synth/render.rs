@@ -9,8 +9,7 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tiny_skia::{
-    Color, FillRule, GradientStop, LineCap, LinearGradient, Paint, Path, PathBuilder, Pixmap, Point, Rect,
-    SpreadMode, Stroke, Transform,
+    Color, FillRule, GradientStop, LineCap, LinearGradient, Paint, Path, PathBuilder, Pixmap, Point, Rect, SpreadMode, Stroke, Transform,
 };
 
 use super::identity::{FaceParams, HairStyle, Rgb};

@@ -350,12 +350,7 @@ pub fn load_pretrained(model: &mut InceptionResnetV1, path: &Path) -> Result<Str
     let dir = resolve_checkpoint(path)?;
     let mf = read_model_file(&dir)?;
     if mf.meta.embedding_size != model.embedding_size() {
-        bail!(
-            "{}: embedding size {} differs from --embedding_size {}",
-            dir.display(),
-            mf.meta.embedding_size,
-            model.embedding_size()
-        );
+        bail!("{}: embedding size {} differs from --embedding_size {}", dir.display(), mf.meta.embedding_size, model.embedding_size());
     }
     let with_logits = mf.config.num_classes == model.num_classes();
     load_weights(model, &dir.join(MODEL_FILE), with_logits)?;

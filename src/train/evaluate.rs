@@ -66,7 +66,13 @@ impl LfwSet {
 }
 
 /// Embeds the pairs with `model` (inference mode) and runs the LFW protocol.
-pub fn evaluate_lfw(model: &InceptionResnetV1, set: &LfwSet, embed: &EmbedOptions, eval: &EvalOptions, device: &Device) -> Result<LfwMetrics> {
+pub fn evaluate_lfw(
+    model: &InceptionResnetV1,
+    set: &LfwSet,
+    embed: &EmbedOptions,
+    eval: &EvalOptions,
+    device: &Device,
+) -> Result<LfwMetrics> {
     let t = Instant::now();
     let emb = embed_paths(model, &set.paths, embed, device, |_| {})?;
     let dim = emb.len() / set.paths.len().max(1);
@@ -104,7 +110,12 @@ pub fn validate(model: &InceptionResnetV1, input: &ValidationInput, device: &Dev
     let t = Instant::now();
     let indices: Vec<usize> = (0..input.paths.len()).collect();
     let plans = plans_from_indices(&indices, input.batch_size, 0);
-    let cfg = LoaderConfig { augment: Augment::center_only(input.image_size), standardization: input.standardization, threads: input.threads, seed: 0 };
+    let cfg = LoaderConfig {
+        augment: Augment::center_only(input.image_size),
+        standardization: input.standardization,
+        threads: input.threads,
+        seed: 0,
+    };
     let size = input.image_size as usize;
     let (mut loss, mut xent, mut acc, mut n_total) = (0.0, 0.0, 0.0, 0usize);
     for batch in BatchLoader::start(input.paths.clone(), input.labels.clone(), plans, cfg, input.bad.clone()) {

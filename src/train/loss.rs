@@ -93,11 +93,8 @@ pub fn loss_terms(
     let accuracy = accuracy(logits, labels);
     let center = CenterLoss::loss(prelogits.clone(), batch_centers);
     let prelogits_norm = prelogits_norm(prelogits, w.prelogits_norm_p);
-    let weight_decay = if w.weight_decay > 0.0 {
-        model.l2_weight_penalty().mul_scalar(w.weight_decay)
-    } else {
-        Tensor::zeros([1], &device)
-    };
+    let weight_decay =
+        if w.weight_decay > 0.0 { model.l2_weight_penalty().mul_scalar(w.weight_decay) } else { Tensor::zeros([1], &device) };
     let mut total = xent.clone() + weight_decay.clone();
     if w.center_loss_factor > 0.0 {
         total = total + center.clone().mul_scalar(w.center_loss_factor);

@@ -203,9 +203,7 @@ struct DefaultsParser {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        DefaultsParser::try_parse_from(Vec::<String>::new())
-            .expect("train options have defaults")
-            .options
+        DefaultsParser::try_parse_from(Vec::<String>::new()).expect("train options have defaults").options
     }
 }
 
@@ -401,7 +399,8 @@ mod tests {
 
     #[test]
     fn resume_overrides_only_given_flags() {
-        let saved = TrainOptions::parse_from(["--batch_size", "8", "--max_nrof_epochs", "2", "--model_def", "inception_resnet_v1_small"]).unwrap();
+        let saved =
+            TrainOptions::parse_from(["--batch_size", "8", "--max_nrof_epochs", "2", "--model_def", "inception_resnet_v1_small"]).unwrap();
         let given = TrainOptions::parse_from(["--resume", "/m/x", "--max_nrof_epochs", "4"]).unwrap();
         let merged = given.overriding(&saved).unwrap();
         assert_eq!(merged.batch_size, 8);

@@ -64,7 +64,11 @@ impl RunDirs {
         let p = self.log_dir.join("revision_info.txt");
         let mut text = if p.exists() { fs::read_to_string(&p).unwrap_or_default() + "====================\n" } else { String::new() };
         text.push_str(&format!("arguments: {command_line}\n--------------------\n"));
-        text.push_str(&format!("facenet version: {}\nburn version: 0.22\ndate: {}\n--------------------\n", env!("CARGO_PKG_VERSION"), timestamp()));
+        text.push_str(&format!(
+            "facenet version: {}\nburn version: 0.22\ndate: {}\n--------------------\n",
+            env!("CARGO_PKG_VERSION"),
+            timestamp()
+        ));
         match git_revision() {
             Some((rev, dirty)) => text.push_str(&format!("git hash: {rev}{}\n", if dirty { " (with uncommitted changes)" } else { "" })),
             None => text.push_str("git hash: unknown (binary not in a git checkout)\n"),

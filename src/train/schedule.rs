@@ -54,15 +54,11 @@ impl Schedule {
                 return Err(syntax(line_no, format!("expected `epoch: rate`, found '{line}'")));
             };
             let (e, r) = (e.trim(), r.trim());
-            let epoch: usize = e
-                .parse()
-                .map_err(|_| syntax(line_no, format!("expected an epoch number (integer >= 0), found '{e}'")))?;
+            let epoch: usize = e.parse().map_err(|_| syntax(line_no, format!("expected an epoch number (integer >= 0), found '{e}'")))?;
             let rate = if r == "-" {
                 ScheduledRate::Stop
             } else {
-                let v: f64 = r
-                    .parse()
-                    .map_err(|_| syntax(line_no, format!("expected a learning rate (a number or '-'), found '{r}'")))?;
+                let v: f64 = r.parse().map_err(|_| syntax(line_no, format!("expected a learning rate (a number or '-'), found '{r}'")))?;
                 if !v.is_finite() {
                     return Err(syntax(line_no, format!("learning rate must be finite, found '{r}'")));
                 }
@@ -94,12 +90,11 @@ impl Schedule {
     /// The rate for `epoch` (1-based as in the reference): that of the last line whose epoch
     /// is <= `epoch`.
     pub fn rate_at(&self, epoch: usize) -> Result<ScheduledRate, ScheduleError> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(e, _)| *e <= epoch)
-            .map(|(_, r)| *r)
-            .ok_or_else(|| ScheduleError::NoRate { path: self.path.clone(), epoch, first: self.entries[0].0 })
+        self.entries.iter().rev().find(|(e, _)| *e <= epoch).map(|(_, r)| *r).ok_or_else(|| ScheduleError::NoRate {
+            path: self.path.clone(),
+            epoch,
+            first: self.entries[0].0,
+        })
     }
 }
 

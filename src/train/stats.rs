@@ -13,9 +13,8 @@ use super::loss::LossValues;
 use crate::util::atomic::write_atomic;
 
 /// Columns of `steps.csv`.
-pub const STEP_COLUMNS: &[&str] = &[
-    "step", "epoch", "batch", "loss", "xent", "reg_loss", "center_loss", "prelogits_norm", "accuracy", "lr", "images", "skipped", "time",
-];
+pub const STEP_COLUMNS: &[&str] =
+    &["step", "epoch", "batch", "loss", "xent", "reg_loss", "center_loss", "prelogits_norm", "accuracy", "lr", "images", "skipped", "time"];
 
 /// Columns of `epochs.csv` (the first seven are the contract: `epoch,loss,xent,accuracy,lr,lfw_accuracy,lfw_val`).
 pub const EPOCH_COLUMNS: &[&str] = &[
@@ -208,7 +207,9 @@ impl CsvLog {
     /// Appends one row and flushes it.
     pub fn write(&mut self, fields: &[String]) -> Result<()> {
         debug_assert_eq!(fields.len(), self.columns);
-        writeln!(self.out, "{}", fields.join(",")).and_then(|_| self.out.flush()).with_context(|| format!("cannot write {}", self.path.display()))
+        writeln!(self.out, "{}", fields.join(","))
+            .and_then(|_| self.out.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))
     }
 }
 

@@ -68,7 +68,8 @@ pub fn decode(bytes: &[u8]) -> Result<(BTreeMap<String, StoredTensor>, BTreeMap<
             bail!("tensor '{name}': dtype {dtype}, expected F32");
         }
         let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).with_context(|| format!("tensor '{name}': bad shape"))?;
-        let offs: [usize; 2] = serde_json::from_value(v["data_offsets"].clone()).with_context(|| format!("tensor '{name}': bad data_offsets"))?;
+        let offs: [usize; 2] =
+            serde_json::from_value(v["data_offsets"].clone()).with_context(|| format!("tensor '{name}': bad data_offsets"))?;
         let count: usize = shape.iter().product();
         if offs[1] < offs[0] || offs[1] > data.len() || offs[1] - offs[0] != 4 * count {
             bail!("tensor '{name}': data_offsets {offs:?} do not fit shape {shape:?} and the file ({} data bytes)", data.len());

@@ -38,7 +38,9 @@ use super::schedule::{LearningRatePolicy, RateSource, Schedule, ScheduledRate};
 use super::stats::{CsvLog, EpochRecord, StepRecord, EPOCH_COLUMNS, STEP_COLUMNS};
 use crate::data::augment::{mix64, Augment};
 use crate::data::dataset::{expand_tilde, Dataset};
-use crate::data::loader::{paths_and_labels, plans_from_indices, split_dataset, BadImages, BatchLoader, IndexStream, LoaderConfig, SplitMode};
+use crate::data::loader::{
+    paths_and_labels, plans_from_indices, split_dataset, BadImages, BatchLoader, IndexStream, LoaderConfig, SplitMode,
+};
 use crate::eval::embed::EmbedOptions;
 use crate::eval::metrics::EvalOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
@@ -115,7 +117,8 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     let opts = match &resume_dir {
         Some(dir) => {
             let p = dir.join(OPTIONS_JSON);
-            let text = std::fs::read_to_string(&p).with_context(|| format!("--resume: cannot read {} (is this a run's models folder?)", p.display()))?;
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("--resume: cannot read {} (is this a run's models folder?)", p.display()))?;
             let saved: TrainOptions = serde_json::from_str(&text).with_context(|| format!("{}: bad options", p.display()))?;
             opts.overriding(&saved)?
         }
@@ -258,7 +261,14 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     if let Some(l) = &lfw {
         say!(console, "LFW pairs: {} ({} dropped for missing images)", l.issame.len(), l.dropped);
     }
-    say!(console, "Optimizer {}, learning rate {policy}; {} epochs of {} batches of {}", opts.optimizer.name(), opts.max_nrof_epochs, opts.epoch_size, opts.batch_size);
+    say!(
+        console,
+        "Optimizer {}, learning rate {policy}; {} epochs of {} batches of {}",
+        opts.optimizer.name(),
+        opts.max_nrof_epochs,
+        opts.epoch_size,
+        opts.batch_size
+    );
 
     // ---- loop --------------------------------------------------------------------------
     let weights = LossWeights {
@@ -268,7 +278,12 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
         prelogits_norm_p: opts.prelogits_norm_p,
     };
     let loader_cfg = LoaderConfig {
-        augment: Augment { image_size: opts.image_size, random_rotate: opts.random_rotate, random_crop: opts.random_crop, random_flip: opts.random_flip },
+        augment: Augment {
+            image_size: opts.image_size,
+            random_rotate: opts.random_rotate,
+            random_crop: opts.random_crop,
+            random_flip: opts.random_flip,
+        },
         standardization: opts.standardization(),
         threads: opts.nrof_preprocess_threads.max(1),
         seed: opts.seed,
@@ -284,7 +299,12 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
         standardization: opts.standardization(),
         use_flipped_images: opts.lfw_use_flipped_images,
     };
-    let eval_opts = EvalOptions { nrof_folds: opts.lfw_nrof_folds, distance_metric: opts.distance_metric()?, subtract_mean: opts.lfw_subtract_mean, ..EvalOptions::default() };
+    let eval_opts = EvalOptions {
+        nrof_folds: opts.lfw_nrof_folds,
+        distance_metric: opts.distance_metric()?,
+        subtract_mean: opts.lfw_subtract_mean,
+        ..EvalOptions::default()
+    };
     let size = opts.image_size as usize;
     let per_epoch = opts.batch_size * opts.epoch_size;
 
@@ -363,7 +383,10 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
                 seconds: t_step.elapsed().as_secs_f64(),
             };
             steps_log.write(&rec.fields())?;
-            bar.set_message(format!("epoch {epoch}/{} loss {:.3} acc {:.3} lr {lr:.3e}", opts.max_nrof_epochs, values.total, values.accuracy));
+            bar.set_message(format!(
+                "epoch {epoch}/{} loss {:.3} acc {:.3} lr {lr:.3e}",
+                opts.max_nrof_epochs, values.total, values.accuracy
+            ));
             bar.inc(done);
             observer.on_step(&rec);
         }
@@ -496,17 +519,15 @@ pub fn print_summary(s: &TrainSummary) {
         StopReason::Schedule { epoch } => format!("the schedule stops at epoch {epoch}"),
         StopReason::Observer => "stopped by the caller".to_string(),
     };
-    println!(
-        "Training finished ({why}): {} epoch(s) done, {} steps, {:.1} min",
-        s.epochs_completed,
-        s.global_step,
-        s.seconds / 60.0
-    );
+    println!("Training finished ({why}): {} epoch(s) done, {} steps, {:.1} min", s.epochs_completed, s.global_step, s.seconds / 60.0);
     if let Some(c) = &s.last_checkpoint {
         println!("  checkpoint  {}", c.display());
     }
     println!("  statistics  {}", s.log_dir.join("epochs.csv").display());
     if let Some(l) = &s.final_lfw {
-        println!("  LFW (last epoch): accuracy {:.5}+-{:.5}, VAL {:.5}+-{:.5} @ FAR={:.5}, AUC {:.3}", l.accuracy, l.accuracy_std, l.val, l.val_std, l.far, l.auc);
+        println!(
+            "  LFW (last epoch): accuracy {:.5}+-{:.5}, VAL {:.5}+-{:.5} @ FAR={:.5}, AUC {:.3}",
+            l.accuracy, l.accuracy_std, l.val, l.val_std, l.far, l.auc
+        );
     }
 }

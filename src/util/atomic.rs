@@ -19,10 +19,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The temporary path used while `target` is being written.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     target.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 

@@ -27,9 +27,8 @@ pub fn pip_download(requirement: &str, into: &Path) -> Result<PathBuf> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => last = format!("cannot run {py}: {e}"),
             Ok(o) if o.status.success() => {
-                let wheel = std::fs::read_dir(into)?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .find(|p| p.extension().is_some_and(|e| e == "whl"));
+                let wheel =
+                    std::fs::read_dir(into)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.extension().is_some_and(|e| e == "whl"));
                 return wheel.ok_or_else(|| anyhow!("`{py} -m pip download {requirement}` left no wheel in {}", into.display()));
             }
             Ok(o) => {

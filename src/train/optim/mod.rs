@@ -91,14 +91,8 @@ impl Tf1Optimizer {
     /// state).
     pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
         self.steps += 1;
-        let mut mapper = StepMapper {
-            path: Vec::new(),
-            grads: &mut grads,
-            rule: self.rule.as_ref(),
-            slots: &mut self.slots,
-            lr,
-            t: self.steps,
-        };
+        let mut mapper =
+            StepMapper { path: Vec::new(), grads: &mut grads, rule: self.rule.as_ref(), slots: &mut self.slots, lr, t: self.steps };
         module.map(&mut mapper)
     }
 
@@ -224,13 +218,7 @@ pub(crate) mod test_util {
         assert_eq!(got.len(), want.len());
         for (s, (g, w)) in got.iter().zip(want).enumerate() {
             for k in 0..2 {
-                assert!(
-                    (g[k] as f64 - w[k]).abs() <= 1e-6 * (1.0 + w[k].abs()),
-                    "step {} element {k}: got {}, want {}",
-                    s + 1,
-                    g[k],
-                    w[k]
-                );
+                assert!((g[k] as f64 - w[k]).abs() <= 1e-6 * (1.0 + w[k].abs()), "step {} element {k}: got {}, want {}", s + 1, g[k], w[k]);
             }
         }
     }
