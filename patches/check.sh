@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The vendored burn-flex (patches/burn-flex) must be exactly the published crate plus
+# patches/burn-flex.diff. This script fetches the published crate through cargo (a
+# throwaway project in a temp dir; an existing CARGO_HOME and its cache are used), applies
+# the diff with `patch -p1` and compares the result with patches/burn-flex.
+#
+#   patches/check.sh          check; exits 1 with a message when they differ (CI runs this)
+#   patches/check.sh --write  regenerate patches/burn-flex.diff from patches/burn-flex
+#                             (after changing the fork), then check
+#
+# Needs only cargo (with the registry reachable, or the crate already in its cache),
+# diff and patch.
+set -euo pipefail
+
+CRATE=burn-flex
+VERSION=0.22.1
+# Files of the published crate that the vendored copy leaves out (removed from the
+# published copy before the diff is applied or written): upstream's benchmark and
+# comparison write-ups and acknowledgements (about 80 KB of prose), and its Cargo.lock
+# (cargo ignores a dependency's lockfile). `.cargo-ok`, the marker cargo writes after
+# unpacking a crate, is removed too when present: it is not part of the crate.
+DROPPED=(ACKNOWLEDGMENTS.md BENCHMARKS.md COMPARISON.md Cargo.lock)
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+vendored=$here/$CRATE
+diff_file=$here/$CRATE.diff
+mode=check
+case "${1:-}" in
+  "") ;;
+  --write) mode=write ;;
+  *) echo "usage: $0 [--write]" >&2; exit 2 ;;
+esac
+
+export LC_ALL=C TZ=UTC
+work=$(mktemp -d "${TMPDIR:-/tmp}/$CRATE-check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# --- the published crate, through cargo --------------------------------------------
+mkdir -p "$work/fetch/src"
+cat >"$work/fetch/Cargo.toml" <<EOF
+[package]
+name = "fetch-published-$CRATE"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+$CRATE = { version = "=$VERSION", default-features = false }
+
+[workspace]
+EOF
+: >"$work/fetch/src/lib.rs"
+if ! (cd "$work/fetch" && { cargo fetch --quiet || cargo fetch --quiet --offline; }); then
+  echo "check.sh: could not fetch $CRATE $VERSION through cargo (registry unreachable and not in the cache?)" >&2
+  exit 2
+fi
+manifest=$(cd "$work/fetch" && cargo metadata --format-version 1 --offline --quiet |
+  grep -o "\"manifest_path\":\"[^\"]*/$CRATE-$VERSION/Cargo.toml\"" | head -n 1 | cut -d '"' -f 4)
+if [[ -z $manifest || ! -f $manifest ]]; then
+  echo "check.sh: cargo did not report where $CRATE $VERSION was unpacked" >&2
+  exit 2
+fi
+published=$work/a
+mkdir "$published"
+cp -R "$(dirname "$manifest")/." "$published/"
+rm -f "$published/.cargo-ok"
+for f in "${DROPPED[@]}"; do
+  if [[ ! -e $published/$f ]]; then
+    echo "check.sh: '$f' (in DROPPED) is not in the published $CRATE $VERSION: update DROPPED in $0" >&2
+    exit 1
+  fi
+  rm -rf "${published:?}/$f"
+done
+
+# --- --write: the diff from the published crate to the vendored copy ----------------
+files() { (cd "$1" && find . -type f | sed 's|^\./||'); }
+udiff() { # label-a label-b file-a file-b: a unified diff, exit status 0 when they differ
+  local rc=0
+  diff -u --label "$1" --label "$2" "$3" "$4" || rc=$?
+  [[ $rc -eq 1 ]] || { echo "check.sh: diff failed on $3 $4" >&2; exit 2; }
+}
+if [[ $mode == write ]]; then
+  {
+    echo "The vendored $CRATE (patches/$CRATE) against the published $CRATE $VERSION."
+    echo "Written by patches/check.sh --write; do not edit by hand. Apply with patch -p1"
+    echo "inside a copy of the published crate from which check.sh's DROPPED files are removed."
+    echo
+    { files "$published"; files "$vendored"; } | sort -u | while IFS= read -r f; do
+      if [[ -f $published/$f && -f $vendored/$f ]]; then
+        cmp -s "$published/$f" "$vendored/$f" || udiff "a/$f" "b/$f" "$published/$f" "$vendored/$f"
+      elif [[ -f $vendored/$f ]]; then
+        udiff /dev/null "b/$f" /dev/null "$vendored/$f"
+      else
+        udiff "a/$f" /dev/null "$published/$f" /dev/null
+      fi
+    done
+  } >"$work/new.diff"
+  mv "$work/new.diff" "$diff_file"
+  echo "check.sh: wrote patches/$CRATE.diff ($(wc -l <"$diff_file") lines)"
+fi
+
+# --- check: published + diff == vendored ---------------------------------------------
+if ! patch -p1 --batch --silent --fuzz=0 --no-backup-if-mismatch -d "$published" <"$diff_file" >"$work/patch.log" 2>&1; then
+  cat "$work/patch.log" >&2
+  echo "check.sh: FAILED: patches/$CRATE.diff does not apply to the published $CRATE $VERSION" >&2
+  exit 1
+fi
+if ! diff -r "$published" "$vendored" >"$work/diff.log" 2>&1; then
+  sed -e "s|$published|published+diff|g" -e "s|$vendored|patches/$CRATE|g" "$work/diff.log" | head -n 60 >&2
+  echo "check.sh: FAILED: patches/$CRATE differs from the published $CRATE $VERSION + patches/$CRATE.diff." >&2
+  echo "If the change to patches/$CRATE is intended, run patches/check.sh --write and commit patches/$CRATE.diff." >&2
+  exit 1
+fi
+echo "check.sh: patches/$CRATE == published $CRATE $VERSION + patches/$CRATE.diff ($(grep -c '^+++ ' "$diff_file") files changed)"
