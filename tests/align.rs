@@ -17,8 +17,9 @@ use assert_cmd::cargo::CommandCargoExt;
 use burn::tensor::{Device, Tensor, TensorData};
 use facenet::align::boxes::iou;
 use facenet::align::crop::{choose_face, crop_and_resize, margin_box};
-use facenet::align::pyramid::{resize_area_f64, resize_area_u8};
-use facenet::align::weights::{facenet_home, load_nets, weights_dir, weights_present};
+use facenet::data::resample::{resize_area_f64, resize_area_u8};
+use facenet::align::weights::{load_nets, weights_dir, weights_present};
+use facenet::util::cache::testdata_dir;
 use facenet::align::{DetectorConfig, Mtcnn};
 use facenet::data::image_io::load_rgb;
 use image::ImageEncoder;
@@ -52,11 +53,11 @@ fn detector() -> Option<&'static Mtcnn> {
 fn photos() -> Option<&'static Path> {
     static P: OnceLock<Option<PathBuf>> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = facenet_home().join("testdata/insightface-2.1");
+        let dir = testdata_dir().join("insightface-2.1");
         if dir.join("t1.jpg").is_file() && dir.join("Tom_Hanks_54745.png").is_file() {
             return Some(dir);
         }
-        let tmp = facenet_home().join(format!("testdata/.download-{}", std::process::id()));
+        let tmp = testdata_dir().join(format!(".download-{}", std::process::id()));
         fs::create_dir_all(&tmp).ok()?;
         let ok = Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "--disable-pip-version-check", "-d"])

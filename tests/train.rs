@@ -212,7 +212,7 @@ fn resumed_run_continues_like_the_uninterrupted_one() {
 
     // the run loads for inference and embeds
     let device = burn::tensor::Device::flex();
-    let (model, meta) = facenet::train::load_inference_model(&run_a, &device).unwrap();
+    let (model, meta) = facenet::model::load_inference_model(&run_a, &device).unwrap();
     assert_eq!(meta.embedding_size, 16);
     assert_eq!(meta.num_classes, 8);
     let img = facenet::data::image_io::load_rgb(&data.join("pairs/Identity_0009/Identity_0009_0001.png")).unwrap();

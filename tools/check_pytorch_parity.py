@@ -7,7 +7,7 @@ and non-trivial batch-norm statistics (a few train-mode forward passes), saves i
 (the same layout as the published .pt files), embeds face crops with PyTorch, runs
 `facenet embed --model model.pt` on the same crops and prints the cosine similarity per image.
 
-Usage (peer env from ../shared/bench/setup_peer_env.sh):
+Usage (a Python environment with torch and facenet-pytorch):
   /tmp/peer-env/bin/python tools/check_pytorch_parity.py --facenet target/release/facenet \
       --out /tmp/irv1_parity CROP.png [CROP.png ...]     # 182x182 aligned crops
 """

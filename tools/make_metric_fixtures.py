@@ -30,7 +30,7 @@ Local adaptations, all outside the reference's files:
   refuses duplicated x there ("Expect x to not have duplicates"). The script hands
   ``calculate_val`` a stand-in ``interp1d`` that builds that very B-spline with
   ``BSpline.construct_fast`` (skipping only the new duplicate check) and evaluates it
-  with SciPy's own B-spline evaluator. This is the rule of REFERENCE.md ("linear
+  with SciPy's own B-spline evaluator. This is the reference's rule ("linear
   interpolation between the LAST threshold whose training FAR is <= target and the
   next one"); the script checks every fold against a direct implementation of that
   rule, and records which situation each fold met:
@@ -138,7 +138,7 @@ VAL_RULE_LOG: list[str] = []
 
 
 def rule_of_reference_md(x, y, target):
-    """REFERENCE.md's rule, written directly (x sorted, max(x) >= target)."""
+    """The reference's rule, written directly (x sorted, max(x) >= target)."""
     p = int(np.nonzero(x <= target)[0][-1])
     if p == len(x) - 1:
         return None  # not covered by the rule's wording; see the B-spline

@@ -2,7 +2,7 @@
 //! crops, O-Net on 48x48 crops with landmarks, final NMS.
 //!
 //! The nets run on burn; everything between them is the plain-array code of
-//! [`super::boxes`] and [`super::pyramid`], in the reference's order and precision.
+//! [`super::boxes`], [`super::pyramid`] and [`crate::data::resample`], in the reference's order and precision.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use super::boxes::{self, Candidate, Overlap, Rect};
 use super::nets::Nets;
 use super::pyramid;
+use crate::data::resample;
 
 /// Detection parameters (the reference's hard-coded `minsize`, `threshold`, `factor`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -134,7 +135,7 @@ impl Mtcnn {
         let (dw, dh) = self.config.detect_size(w, h);
         if (dw, dh) != (w, h) {
             let t = Instant::now();
-            let small = pyramid::resize_area_u8(img.as_raw(), w, h, 3, dw, dh);
+            let small = resample::resize_area_u8(img.as_raw(), w, h, 3, dw, dh);
             times.pyramid += t.elapsed();
             return self.detect_scaled(&small, dw, dh, (w as f64 / dw as f64, h as f64 / dh as f64), times);
         }
@@ -171,7 +172,7 @@ impl Mtcnn {
             .par_iter()
             .map(|&scale| {
                 let (hs, ws) = pyramid::level_size(h, w, scale);
-                (scale, hs, ws, pyramid::resize_area_u8(img, w, h, 3, ws, hs))
+                (scale, hs, ws, resample::resize_area_u8(img, w, h, 3, ws, hs))
             })
             .collect();
         times.pyramid += t.elapsed();
@@ -321,8 +322,8 @@ impl Mtcnn {
         data.par_chunks_mut(3 * size * size).zip(rects).for_each(|(out, r)| {
             let Some(win) = boxes::window(*r) else { return };
             let (cw, ch) = (win.w as usize, win.h as usize);
-            let small = pyramid::resize_window_area_f64(img, (w, h, 3), (win.x, win.y, cw, ch), size, size)
-                .unwrap_or_else(|| pyramid::resize_area_f64(&crop_padded(img, w, h, win), cw, ch, 3, size, size));
+            let small = resample::resize_window_area_f64(img, (w, h, 3), (win.x, win.y, cw, ch), size, size)
+                .unwrap_or_else(|| resample::resize_area_f64(&crop_padded(img, w, h, win), cw, ch, 3, size, size));
             for y in 0..size {
                 for x in 0..size {
                     for c in 0..3 {

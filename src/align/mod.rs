@@ -2,7 +2,8 @@
 //!
 //! - [`nets`]: P-Net, R-Net, O-Net as burn modules;
 //! - [`weights`]: fetching the published weights into `$FACENET_HOME` and loading them;
-//! - [`pyramid`]: pyramid scales and OpenCV-exact `INTER_AREA` resampling;
+//! - [`pyramid`]: pyramid scales and level sizes (the resampling, OpenCV-exact `INTER_AREA`,
+//!   is [`crate::data::resample`]);
 //! - [`boxes`]: candidate boxes, NMS, regression, squaring (pure functions);
 //! - [`detector`]: the three-stage cascade ([`Mtcnn::detect`]);
 //! - [`crop`]: face choice, margin, bilinear crop resize;

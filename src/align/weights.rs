@@ -44,20 +44,9 @@ pub enum WeightsError {
     Load { path: PathBuf, reason: String },
 }
 
-/// The cache folder: `$FACENET_HOME`, else `~/.facenet`.
-pub fn facenet_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("FACENET_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => Path::new(&home).join(".facenet"),
-        None => PathBuf::from(".facenet"),
-    }
-}
-
-/// Where the three weight files live: `facenet_home()/mtcnn`.
+/// Where the three weight files live: `$FACENET_HOME/mtcnn` ([`crate::util::cache`]).
 pub fn weights_dir() -> PathBuf {
-    facenet_home().join("mtcnn")
+    crate::util::cache::mtcnn_dir()
 }
 
 /// True when all three files are in `dir` with their expected sizes.

@@ -9,12 +9,14 @@ use burn::prelude::*;
 use clap::{Args, Subcommand};
 use image::RgbImage;
 
-use crate::util::median;
+use burn::tensor::Distribution;
 
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::registry::{model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
+use crate::train::{TrainOptions, TrainStep};
+use crate::util::median;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -179,23 +181,28 @@ fn synth(b: SynthBench) -> Result<()> {
     Ok(())
 }
 
-/// The training step of `facenet train` (same loss, optimiser and centre update) on random
-/// input, timed.
+/// The training step of `facenet train` ([`TrainStep`]: same loss, optimiser and centre
+/// update) on random input, timed.
 fn train(b: TrainBench) -> Result<()> {
-    use crate::train::center_loss::CenterLoss;
-    use crate::train::loss::{loss_terms, LossWeights};
-    use crate::train::optim::Tf1Optimizer;
-    use crate::train::options::OptimizerKind;
-    use burn::optim::GradientsParams;
-    use burn::tensor::{Distribution, Int};
-
     let device = Device::default();
     let ad = device.clone().autodiff();
-    let opts = ModelOptions { embedding_size: 128, keep_probability: 0.8, num_classes: b.num_classes };
-    let mut model = model_from_def(&b.model_def, &opts, &ad)?;
-    let mut optimizer = Tf1Optimizer::new(OptimizerKind::Rmsprop);
-    let mut centers = CenterLoss::new(b.num_classes, 128, 0.9, &device);
-    let weights = LossWeights { weight_decay: 5e-5, center_loss_factor: 1e-2, prelogits_norm_loss_factor: 0.0, prelogits_norm_p: 1.0 };
+    // the reference's CASIA-WebFace recipe
+    let recipe = TrainOptions::parse_from([
+        "--optimizer",
+        "RMSPROP",
+        "--keep_probability",
+        "0.8",
+        "--weight_decay",
+        "5e-5",
+        "--center_loss_factor",
+        "1e-2",
+        "--center_loss_alfa",
+        "0.9",
+    ])?;
+    let opts =
+        ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
+    let model = model_from_def(&b.model_def, &opts, &ad)?;
+    let mut step = TrainStep::from_options(&recipe, model, &device)?;
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
     let mut times = Vec::new();
@@ -204,17 +211,7 @@ fn train(b: TrainBench) -> Result<()> {
         // benchmark makes its input outside the timed step too)
         let x = Tensor::<4>::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
         let t = Instant::now();
-        let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &device);
-        let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &ad);
-        let out = model.forward(x);
-        let logits = out.logits.ok_or_else(|| anyhow::anyhow!("no logits"))?;
-        let batch_centers = centers.batch_centers(&labels_plain);
-        let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &weights);
-        let values = terms.values(&weights);
-        let prelogits = out.prelogits.detach().inner();
-        let grads = GradientsParams::from_grads(terms.total.backward(), &model);
-        model = optimizer.step(0.01, model, grads);
-        centers.update(&labels_plain, prelogits, batch_centers);
+        let values = step.run(x, &labels, 0.01)?;
         std::hint::black_box(values);
         if i >= b.warmup {
             times.push(t.elapsed().as_secs_f64());

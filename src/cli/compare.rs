@@ -13,7 +13,7 @@ use crate::align::{load_detector, DetectorConfig, Mtcnn};
 use crate::data::image_io::load_rgb;
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
-use crate::train::checkpoint::load_inference_model;
+use crate::model::load::load_inference_model;
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

@@ -15,7 +15,7 @@ use crate::data::image_io::load_rgb;
 use crate::data::npy::write_matrix_f32;
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
-use crate::train::checkpoint::load_inference_model;
+use crate::model::load::load_inference_model;
 use crate::util::atomic::write_atomic;
 use crate::util::progress;
 

@@ -1,7 +1,7 @@
 //! The `facenet` command line: one options struct per subcommand, passed whole.
 //!
 //! Every long flag is accepted both in kebab-case (`--data-dir`) and in the reference's
-//! snake_case (`--data_dir`): [`normalize_args`] rewrites the latter before parsing, so a
+//! snake_case (`--data_dir`): [`crate::util::args::normalize_args`] rewrites the latter before parsing, so a
 //! user's old command line runs unchanged.
 
 mod align;
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use validate::print_summary as print_validation;
+use crate::util::args::normalize_args;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,37 +60,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Rewrites `--snake_case[=v]` flags to `--snake-case[=v]`; stops at a bare `--`.
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut passthrough = false;
-    for a in args {
-        if passthrough {
-            out.push(a);
-            continue;
-        }
-        match a.to_str() {
-            Some("--") => {
-                passthrough = true;
-                out.push(a);
-            }
-            Some(s) if s.starts_with("--") => {
-                let (name, value) = match s.find('=') {
-                    Some(i) => (&s[..i], Some(&s[i..])),
-                    None => (s, None),
-                };
-                let mut fixed = format!("--{}", name[2..].replace('_', "-"));
-                if let Some(v) = value {
-                    fixed.push_str(v);
-                }
-                out.push(fixed.into());
-            }
-            _ => out.push(a),
-        }
-    }
-    out
-}
-
 /// Parses `args` (program name first) and runs the command; errors are printed with their
 /// causes and give exit code 1 (2 for usage errors).
 pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
@@ -128,12 +97,6 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn snake_case_flags_are_rewritten() {
-        let got = normalize_args(os(&["facenet", "train", "--data_dir", "/a_b", "--max_nrof_epochs=3", "x_y", "--", "--keep_me"]));
-        assert_eq!(got, os(&["facenet", "train", "--data-dir", "/a_b", "--max-nrof-epochs=3", "x_y", "--", "--keep_me"]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::data::npy;
 use crate::data::preprocess::Standardization;
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
+use crate::eval::summary::print_summary;
 use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
@@ -137,14 +138,6 @@ pub fn evaluate_files(embeddings: &Path, issame: &Path, opts: &EvalOptions) -> R
     }
     let eval = evaluate(&values, cols, &same, opts).with_context(|| format!("evaluating {}", embeddings.display()))?;
     Ok((eval, same))
-}
-
-/// The reference's four result lines.
-pub fn print_summary(e: &Evaluation) {
-    println!("Accuracy: {:.5}+-{:.5}", e.accuracy_mean, e.accuracy_std);
-    println!("Validation rate: {:.5}+-{:.5} @ FAR={:.5}", e.val_mean, e.val_std, e.far_mean);
-    println!("Area Under Curve (AUC): {:.3}", e.auc);
-    println!("Equal Error Rate (EER): {:.3}", e.eer);
 }
 
 /// The JSON summary of `validate --json`.

@@ -1,4 +1,4 @@
-//! Data: class-per-folder datasets, LFW pairs files, image loading.
+//! Data: class-per-folder datasets, LFW pairs files, image loading and resampling.
 
 pub mod augment;
 pub mod dataset;
@@ -9,6 +9,7 @@ pub mod npy;
 pub mod pairs;
 pub mod png_stream;
 pub mod preprocess;
+pub mod resample;
 
 /// File extensions (lower case) that are read as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];

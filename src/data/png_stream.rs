@@ -5,7 +5,7 @@
 //! `image` crate's memory limit (512 MiB). A non-interlaced PNG can instead be decoded one row
 //! at a time: [`decode_png_shrunk`] area-averages it on the fly into a small copy
 //! ([`AreaShrinkU8`]: OpenCV's `INTER_AREA` over the exact fractional footprint, the same bytes
-//! as [`resize_area_u8`](crate::align::pyramid::resize_area_u8) on the fully decoded image), and
+//! as [`resize_area_u8`](crate::data::resample::resize_area_u8) on the fully decoded image), and
 //! [`decode_png_windows`] keeps only the pixels of a few rectangles. Memory is a few rows of
 //! the original plus the outputs. Rows become RGB8 exactly as `load_rgb` converts: gray is
 //! replicated, alpha dropped, palettes expanded, 16-bit samples rounded to `(v + 128) / 257`.
@@ -18,7 +18,7 @@ use image::RgbImage;
 use png::{BitDepth, ColorType, Transformations};
 
 use super::image_io::ImageLoadError;
-use crate::align::pyramid::AreaShrinkU8;
+use crate::data::resample::AreaShrinkU8;
 
 /// The header facts of a PNG file that decide how it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,8 +186,8 @@ pub fn decode_png_windows(path: &Path, windows: &[[u32; 4]], max_pixels: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::align::pyramid::resize_area_u8;
     use crate::data::image_io::load_rgb;
+    use crate::data::resample::resize_area_u8;
 
     /// Writes a `w x h` PNG of `color`/`depth` whose samples follow a pattern.
     fn write_png(path: &Path, w: u32, h: u32, color: ColorType, depth: BitDepth) {

@@ -34,7 +34,7 @@ pub fn annotate(img: &RgbImage, faces: &[Face]) -> RgbImage {
         }
     }
     let mut out = RgbImage::new(w, h);
-    for (dst, src) in out.as_mut().chunks_exact_mut(3).zip(pm.data().chunks_exact(4)) {
+    for (dst, src) in (*out).chunks_exact_mut(3).zip(pm.data().chunks_exact(4)) {
         dst.copy_from_slice(&src[..3]);
     }
     out

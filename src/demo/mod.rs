@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 
 use crate::align::{align_dataset, load_detector, AlignOptions, DetectorConfig, Face};
 use crate::data::image_io::load_rgb;
@@ -25,7 +24,7 @@ use crate::eval::metrics::EvalOptions;
 use crate::eval::verify::{verify_model, Verification, VerifyOptions};
 use crate::synth::{generate, SynthConfig};
 use crate::train::options::TrainOptions;
-use crate::train::trainer::{train_with_console, Console, TrainSummary};
+use crate::train::{train_with_console, Console, TrainSummary};
 use crate::util::atomic::write_atomic;
 
 /// The demo's knobs; the defaults are the few-minute CPU run.
@@ -91,13 +90,6 @@ pub struct DemoResult {
     pub timings: Vec<(String, f64)>,
 }
 
-/// Wrapper so the training options are built exactly as `facenet train` parses them.
-#[derive(Parser)]
-struct TrainCli {
-    #[command(flatten)]
-    options: TrainOptions,
-}
-
 fn step(n: usize, what: &str) {
     println!("\n[{n}/6] {what}");
 }
@@ -157,9 +149,9 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     write_atomic(&schedule, DEMO_SCHEDULE.as_bytes())?;
     let args = training_args(o, &synth_dir, &schedule);
     println!("  facenet {}", args[1..].join(" "));
-    let parsed =
-        TrainCli::try_parse_from(crate::cli::normalize_args(args.iter().map(Into::into).collect())).context("demo training options")?;
-    let training = train_with_console(&parsed.options, &mut (), Console::default())?;
+    // parsed exactly as `facenet train` parses its command line
+    let train_options = TrainOptions::parse_from(&args[1..]).context("demo training options")?;
+    let training = train_with_console(&train_options, &mut (), Console::default())?;
     timings.push(("train".into(), t.elapsed().as_secs_f64()));
 
     // 5. Validation of the final model.
@@ -168,7 +160,7 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     let model = training.model_dir.clone();
     let vo = VerifyOptions { batch_size: 100, show_progress: true, ..VerifyOptions::default() };
     let verification = verify_model(&synth_dir.join("pairs"), &synth_dir.join("pairs.txt"), &model, &vo, &EvalOptions::default())?;
-    crate::cli::print_validation(&verification.evaluation);
+    crate::eval::summary::print_summary(&verification.evaluation);
     timings.push(("validate".into(), t.elapsed().as_secs_f64()));
 
     // 6. Report.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::align::weights::facenet_home;
 use crate::util::atomic::write_atomic;
 use crate::util::wheel::{pip_download, read_member};
 
@@ -16,10 +15,7 @@ pub const PACKAGE: &str = "insightface==2.1";
 pub const PHOTOS: [&str; 2] = ["t1.jpg", "Tom_Hanks_54745.png"];
 const MEMBER_DIR: &str = "insightface/data/images/";
 
-/// The folder holding the sample photos.
-pub fn samples_dir() -> PathBuf {
-    facenet_home().join("samples")
-}
+pub use crate::util::cache::samples_dir;
 
 /// Paths of the sample photos, fetching them first if needed.
 pub fn ensure_samples() -> Result<Vec<PathBuf>> {

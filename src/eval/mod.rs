@@ -7,10 +7,12 @@
 //!   and slinear, `brentq`), reproduced bit for bit;
 //! * [`embed`]: embedding images with a trained network;
 //! * [`verify`]: verification of a model on a pairs file (embed, then the protocol);
-//! * [`baseline`]: the raw-pixel baseline.
+//! * [`baseline`]: the raw-pixel baseline;
+//! * [`summary`]: the reference's four result lines.
 
 pub mod baseline;
 pub mod embed;
 pub mod metrics;
 pub mod numpy_compat;
+pub mod summary;
 pub mod verify;

@@ -10,7 +10,7 @@ use crate::data::pairs::{read_pairs, resolve_pairs};
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_paths, EmbedOptions};
 use crate::eval::metrics::{evaluate, EvalOptions, Evaluation};
-use crate::train::checkpoint::load_inference_model;
+use crate::model::load::load_inference_model;
 use crate::util::progress;
 
 /// How to embed the pairs' images; `None` fields take the model's own settings.

@@ -1,8 +1,8 @@
 //! Inception-ResNet-v1, the network behind `--model_def models.inception_resnet_v1`, and its
 //! small variant `inception_resnet_v1_small`.
 //!
-//! Layout (see `/work/shared/REFERENCE.md`, and `src/models/inception_resnet_v1.py` of the
-//! reference): stem (3x3/2 valid 32, 3x3 valid 32, 3x3 same 64, maxpool 3x3/2, 1x1 80, 3x3 valid
+//! Layout (the reference's `src/models/inception_resnet_v1.py`; facenet-pytorch's
+//! `InceptionResnetV1` is the same network): stem (3x3/2 valid 32, 3x3 valid 32, 3x3 same 64, maxpool 3x3/2, 1x1 80, 3x3 valid
 //! 192, 3x3/2 valid 256), 5 x Block35 (scale 0.17), Reduction-A, 10 x Block17 (0.10),
 //! Reduction-B, 5 x Block8 (0.20), one Block8 with scale 1.0 and no ReLU, global average pool,
 //! dropout, `last_linear` (no bias) -> `last_bn` = prelogits; embedding = L2-normalised

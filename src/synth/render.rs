@@ -359,7 +359,7 @@ impl Painter<'_> {
 fn finish(pm: &Pixmap, n: &Nuisance, size: u32) -> RgbImage {
     let data = pm.data();
     let mut rgb = RgbImage::new(size, size);
-    for (dst, src) in rgb.as_mut().chunks_exact_mut(3).zip(data.chunks_exact(4)) {
+    for (dst, src) in (*rgb).chunks_exact_mut(3).zip(data.chunks_exact(4)) {
         dst.copy_from_slice(&src[..3]);
     }
     if n.blur_sigma > 0.0 {

@@ -12,68 +12,33 @@
 //!     train_state.json                epoch, step, optimizer, RNG/index-stream position, log dir
 //! ```
 //!
-//! [`load_inference_model`] turns any of: a run's models folder (latest checkpoint), one
-//! checkpoint folder or its `model.safetensors`, or a facenet-pytorch `InceptionResnetV1`
-//! state dict (`.pt`/`.pth`, 512-d) into a network in inference mode.
+//! The network part (`model.*`) and loading a network from a checkpoint are in
+//! [`crate::model::load`].
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use burn::module::Module;
-use burn::store::{ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
-use burn::tensor::Device;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use super::optim::StoredTensor;
 use super::options::OptimizerKind;
 use super::tensor_file;
-use crate::data::preprocess::Standardization;
-use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+use crate::model::inception_resnet_v1::InceptionResnetV1;
+use crate::model::load::{checkpoint_dirs, ModelFile, CKPT_PREFIX, FORMAT, MODEL_FILE, MODEL_JSON};
 use crate::util::atomic::write_atomic_durable;
 
 /// Checkpoints kept per run (the reference's `max_to_keep=3`).
 pub const KEEP_CHECKPOINTS: usize = 3;
-/// Weights file of a checkpoint.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// Meta + config file of a checkpoint.
-pub const MODEL_JSON: &str = "model.json";
 /// Optimizer slots and centres.
 pub const STATE_FILE: &str = "train_state.safetensors";
 /// Training position.
 pub const STATE_JSON: &str = "train_state.json";
 /// The run's options, in its models folder.
 pub const OPTIONS_JSON: &str = "options.json";
-const FORMAT: &str = "facenet-checkpoint-1";
-const CKPT_PREFIX: &str = "ckpt-";
-
-/// What a user of a trained network needs to feed it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelMeta {
-    /// Canonical `--model_def` name (`inception_resnet_v1`, `inception_resnet_v1_small`).
-    pub model_def: String,
-    /// Embedding width.
-    pub embedding_size: usize,
-    /// Input side in pixels the network was trained on (training crop size).
-    pub image_size: u32,
-    /// Pixel standardisation of its input.
-    pub standardization: Standardization,
-    /// Classes of the training Logits layer (0 when it had none). Models returned by
-    /// [`load_inference_model`] leave that layer out.
-    pub num_classes: usize,
-}
-
-/// `model.json` of a checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ModelFile {
-    pub format: String,
-    pub meta: ModelMeta,
-    /// The exact network configuration (architecture, BN settings, classes).
-    pub config: InceptionResnetV1Config,
-    pub epoch: usize,
-    pub global_step: u64,
-}
 
 /// `train_state.json`: where training stands after a checkpoint's epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,66 +149,6 @@ fn prune(model_dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The complete checkpoints of a models folder, oldest first, with their epochs.
-pub fn checkpoint_dirs(model_dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = fs::read_dir(model_dir).with_context(|| format!("cannot read {}", model_dir.display()))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(num) = name.strip_prefix(CKPT_PREFIX) {
-            if let Ok(epoch) = num.parse::<usize>() {
-                let p = entry.path();
-                if p.join(MODEL_FILE).is_file() && p.join(MODEL_JSON).is_file() {
-                    out.push((epoch, p));
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The newest checkpoint of a models folder, if any.
-pub fn latest_checkpoint(model_dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(checkpoint_dirs(model_dir)?.pop().map(|(_, p)| p))
-}
-
-/// The checkpoint folder `path` designates: a checkpoint folder, its `model.safetensors`, or
-/// a run's models folder (its newest checkpoint).
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.is_file() {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if dir.join(MODEL_JSON).is_file() {
-            return Ok(dir.to_path_buf());
-        }
-        bail!("{}: no {MODEL_JSON} beside this weights file", path.display());
-    }
-    if !path.exists() {
-        bail!("{}: no such model file or folder", path.display());
-    }
-    if path.join(MODEL_JSON).is_file() && path.join(MODEL_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    match latest_checkpoint(path)? {
-        Some(p) => Ok(p),
-        None => bail!(
-            "{}: not a model: expected a checkpoint folder ({MODEL_FILE} + {MODEL_JSON}), a run's models folder with {CKPT_PREFIX}* checkpoints, or a facenet-pytorch .pt state dict",
-            path.display()
-        ),
-    }
-}
-
-/// Reads `model.json` of a checkpoint folder.
-pub fn read_model_file(ckpt_dir: &Path) -> Result<ModelFile> {
-    let p = ckpt_dir.join(MODEL_JSON);
-    let text = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    let mf: ModelFile = serde_json::from_str(&text).with_context(|| format!("{}: not a facenet model description", p.display()))?;
-    if mf.format != FORMAT {
-        bail!("{}: unknown checkpoint format '{}' (expected {FORMAT})", p.display(), mf.format);
-    }
-    Ok(mf)
-}
-
 /// Reads the training state of a checkpoint folder.
 pub fn read_train_state(ckpt_dir: &Path) -> Result<LoadedState> {
     let p = ckpt_dir.join(STATE_JSON);
@@ -256,118 +161,13 @@ pub fn read_train_state(ckpt_dir: &Path) -> Result<LoadedState> {
     Ok(LoadedState { state, optimizer: tensors, centers })
 }
 
-fn not_logits(path: &str, _container: &str) -> bool {
-    !path.starts_with("logits.")
-}
-
-fn check_applied(result: &ApplyResult, source: &Path) -> Result<()> {
-    if !result.errors.is_empty() {
-        let list: Vec<String> = result.errors.iter().take(5).map(|e| format!("{e}")).collect();
-        bail!("{}: {} tensor(s) do not fit the network, e.g. {}", source.display(), result.errors.len(), list.join("; "));
-    }
-    let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).filter(|p| !p.starts_with("logits.")).collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: {} tensor(s) of the network are missing from the file, e.g. {}",
-            source.display(),
-            missing.len(),
-            missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Loads a checkpoint's weights into `model` (any device). With `with_logits` false the
-/// Logits layer is left as it is.
-pub fn load_weights(model: &mut InceptionResnetV1, weights: &Path, with_logits: bool) -> Result<ApplyResult> {
-    let mut store = SafetensorsStore::from_file(weights).allow_partial(!with_logits);
-    if !with_logits {
-        store = store.with_predicate(not_logits);
-    }
-    let result = model.load_from(&mut store).map_err(|e| anyhow!("{}: {e}", weights.display()))?;
-    check_applied(&result, weights)?;
-    Ok(result)
-}
-
-/// True for a PyTorch state dict file name (`.pt`, `.pth`).
-pub fn is_pytorch_file(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"))
-}
-
-/// Loads a facenet-pytorch `InceptionResnetV1` state dict into `model` (its Logits layer
-/// is not loaded).
-pub fn load_pytorch_weights(model: &mut InceptionResnetV1, path: &Path) -> Result<ApplyResult> {
-    let mut store = PytorchStore::from_file(path).allow_partial(true).with_predicate(not_logits);
-    let result = model.load_from(&mut store).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    check_applied(&result, path)?;
-    Ok(result)
-}
-
-/// The meta of a facenet-pytorch `InceptionResnetV1` (VGGFace2 / CASIA-WebFace weights).
-pub fn facenet_pytorch_meta() -> ModelMeta {
-    ModelMeta {
-        model_def: "inception_resnet_v1".into(),
-        embedding_size: 512,
-        image_size: 160,
-        standardization: Standardization::Fixed,
-        num_classes: 0,
-    }
-}
-
-/// Loads a network for inference from (a) a run's models folder (newest checkpoint), (b) one
-/// checkpoint folder or its `model.safetensors`, or (c) a facenet-pytorch `InceptionResnetV1`
-/// state dict (`.pt`/`.pth`: 512-d, fixed standardisation, 160x160). The network comes back
-/// in inference mode (`valid()`: BN running statistics, no dropout) on `device`, without
-/// its Logits layer.
-pub fn load_inference_model(path: &Path, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
-    if is_pytorch_file(path) && path.is_file() {
-        let meta = facenet_pytorch_meta();
-        let mut model = InceptionResnetV1Config::new().with_embedding_size(512).with_num_classes(0).init(device);
-        load_pytorch_weights(&mut model, path)?;
-        return Ok((model.valid(), meta));
-    }
-    let dir = resolve_checkpoint(path)?;
-    let mf = read_model_file(&dir)?;
-    let mut model = mf.config.clone().with_num_classes(0).init(device);
-    load_weights(&mut model, &dir.join(MODEL_FILE), false)?;
-    Ok((model.valid(), mf.meta))
-}
-
-/// `--pretrained_model`: loads weights into a training network. Accepts what
-/// [`load_inference_model`] accepts; the Logits layer is loaded only from one of our
-/// checkpoints with the same number of classes. Returns a one-line description.
-pub fn load_pretrained(model: &mut InceptionResnetV1, path: &Path) -> Result<String> {
-    if is_pytorch_file(path) && path.is_file() {
-        if model.embedding_size() != 512 {
-            bail!(
-                "{}: facenet-pytorch weights have a 512-d embedding; train with --embedding_size 512 --model_def inception_resnet_v1",
-                path.display()
-            );
-        }
-        load_pytorch_weights(model, path)?;
-        return Ok(format!("facenet-pytorch weights {} (Logits layer initialised fresh)", path.display()));
-    }
-    let dir = resolve_checkpoint(path)?;
-    let mf = read_model_file(&dir)?;
-    if mf.meta.embedding_size != model.embedding_size() {
-        bail!("{}: embedding size {} differs from --embedding_size {}", dir.display(), mf.meta.embedding_size, model.embedding_size());
-    }
-    let with_logits = mf.config.num_classes == model.num_classes();
-    load_weights(model, &dir.join(MODEL_FILE), with_logits)?;
-    Ok(format!(
-        "{} (epoch {}, {}){}",
-        dir.display(),
-        mf.epoch,
-        mf.meta.model_def,
-        if with_logits { "" } else { "; Logits layer initialised fresh (different number of classes)" }
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::preprocess::Standardization;
     use crate::model::inception_resnet_v1::InceptionResnetV1Config;
-    use burn::tensor::{Distribution, Tensor};
+    use crate::model::load::{latest_checkpoint, load_inference_model, load_pretrained, ModelMeta};
+    use burn::tensor::{Device, Distribution, Tensor};
 
     fn small(classes: usize) -> InceptionResnetV1Config {
         InceptionResnetV1Config::small(16, 1.0, classes)
@@ -456,155 +256,5 @@ mod tests {
         // wrong embedding size
         let mut wrong = InceptionResnetV1Config::small(8, 1.0, 3).init(&ad);
         assert!(load_pretrained(&mut wrong, d.path()).is_err());
-    }
-
-    /// Writes a PyTorch (>= 1.6, zip) `torch.save(state_dict)` file by hand: `archive/data.pkl`
-    /// (an `OrderedDict` of `torch._utils._rebuild_tensor_v2` calls on persistent storages)
-    /// and one `archive/data/<k>` entry per tensor.
-    fn write_torch_state_dict(path: &Path, entries: &[(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)]) {
-        use std::io::Write;
-        fn s(out: &mut Vec<u8>, v: &str) {
-            out.push(b'X');
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
-        fn int(out: &mut Vec<u8>, v: usize) {
-            out.push(b'J');
-            out.extend_from_slice(&(v as i32).to_le_bytes());
-        }
-        fn tuple(out: &mut Vec<u8>, v: &[usize]) {
-            out.push(b'(');
-            v.iter().for_each(|&x| int(out, x));
-            out.push(b't');
-        }
-        let ordered_dict = |out: &mut Vec<u8>| {
-            out.extend_from_slice(b"ccollections\nOrderedDict\n)R");
-        };
-        let mut pkl = vec![0x80, 2];
-        ordered_dict(&mut pkl);
-        pkl.push(b'(');
-        let file = fs::File::create(path).unwrap();
-        let mut zip = zip::ZipWriter::new(file);
-        let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-        for (k, (name, shape, data)) in entries.iter().enumerate() {
-            let numel: usize = shape.iter().product();
-            let mut stride = vec![1usize; shape.len()];
-            for i in (0..shape.len().saturating_sub(1)).rev() {
-                stride[i] = stride[i + 1] * shape[i + 1];
-            }
-            s(&mut pkl, name);
-            pkl.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
-            pkl.push(b'(');
-            s(&mut pkl, "storage");
-            let storage = if data.is_ok() { "FloatStorage" } else { "LongStorage" };
-            pkl.extend_from_slice(format!("ctorch\n{storage}\n").as_bytes());
-            s(&mut pkl, &k.to_string());
-            s(&mut pkl, "cpu");
-            int(&mut pkl, numel);
-            pkl.extend_from_slice(b"tQ");
-            int(&mut pkl, 0);
-            tuple(&mut pkl, shape);
-            tuple(&mut pkl, &stride);
-            pkl.push(0x89); // False
-            ordered_dict(&mut pkl);
-            pkl.extend_from_slice(b"tR");
-            let bytes: Vec<u8> = match data {
-                Ok(f) => f.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Err(i) => i.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            };
-            zip.start_file(format!("archive/data/{k}"), opt).unwrap();
-            zip.write_all(&bytes).unwrap();
-        }
-        pkl.extend_from_slice(b"u.");
-        zip.start_file("archive/data.pkl", opt).unwrap();
-        zip.write_all(&pkl).unwrap();
-        zip.start_file("archive/version", opt).unwrap();
-        zip.write_all(b"3\n").unwrap();
-        zip.start_file("archive/byteorder", opt).unwrap();
-        zip.write_all(b"little").unwrap();
-        zip.finish().unwrap();
-    }
-
-    /// The state dict facenet-pytorch would hold for `model`: BN `weight`/`bias` (burn's
-    /// gamma/beta), `num_batches_tracked`, Linear weights as `[out, in]`, plus a Logits layer
-    /// of another size.
-    fn pytorch_state_dict(model: &InceptionResnetV1) -> Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)> {
-        use burn::module::{ModuleVisitor, Param};
-        struct V(Vec<String>, Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)>);
-        impl ModuleVisitor for V {
-            fn enter_module(&mut self, name: &str, _: &str) {
-                self.0.push(name.to_string());
-            }
-            fn exit_module(&mut self, _: &str, _: &str) {
-                self.0.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                let mut path = self.0.clone();
-                let t = p.val();
-                let mut shape = t.dims().to_vec();
-                let mut values: Vec<f32> = t.clone().try_into_vec_as::<f32>().unwrap();
-                let parent = path[path.len() - 2].clone();
-                let last = path.last_mut().unwrap();
-                if parent.ends_with("bn") {
-                    match last.as_str() {
-                        "gamma" => *last = "weight".into(),
-                        "beta" => *last = "bias".into(),
-                        "running_var" => {
-                            let mut n = path.clone();
-                            *n.last_mut().unwrap() = "num_batches_tracked".into();
-                            self.1.push((n.join("."), vec![], Err(vec![7])));
-                        }
-                        _ => {}
-                    }
-                }
-                if D == 2 {
-                    let (i, o) = (shape[0], shape[1]);
-                    values = (0..o).flat_map(|r| (0..i).map(move |c| (r, c))).map(|(r, c)| values[c * o + r]).collect();
-                    shape = vec![o, i];
-                }
-                self.1.push((path.join("."), shape, Ok(values)));
-            }
-        }
-        let mut v = V(Vec::new(), Vec::new());
-        model.visit(&mut v);
-        let dim = model.embedding_size();
-        v.1.push(("logits.weight".into(), vec![5, dim], Ok(vec![0.5; 5 * dim])));
-        v.1.push(("logits.bias".into(), vec![5], Ok(vec![0.0; 5])));
-        v.1
-    }
-
-    #[test]
-    fn loads_a_pytorch_state_dict() {
-        let ad = Device::flex().autodiff();
-        let model = small(0).init(&ad);
-        let _ = model.forward(Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.3, 1.5), &ad));
-        let model = model.valid();
-        let d = tempfile::tempdir().unwrap();
-        let pt = d.path().join("small.pt");
-        write_torch_state_dict(&pt, &pytorch_state_dict(&model));
-        let plain = Device::flex();
-        let mut fresh = small(0).init(&plain);
-        let result = load_pytorch_weights(&mut fresh, &pt).unwrap();
-        assert!(result.unused.iter().any(|u| u.ends_with("num_batches_tracked")), "{:?}", result.unused);
-        let probe = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &plain);
-        let want: Vec<f32> = model.forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
-        let got: Vec<f32> = fresh.valid().forward(probe).prelogits.try_into_vec_as::<f32>().unwrap();
-        assert_eq!(got, want);
-        // the inference loader expects the full 512-d network: a clear error here
-        let e = load_inference_model(&pt, &plain).unwrap_err().to_string();
-        assert!(e.contains("small.pt"), "{e}");
-    }
-
-    #[test]
-    fn errors_name_the_path() {
-        let d = tempfile::tempdir().unwrap();
-        let e = load_inference_model(d.path(), &Device::flex()).unwrap_err().to_string();
-        assert!(e.contains("not a model"), "{e}");
-        let e = load_inference_model(&d.path().join("nope"), &Device::flex()).unwrap_err().to_string();
-        assert!(e.contains("no such model"), "{e}");
-        // a half-written checkpoint (no model.json) is ignored
-        fs::create_dir_all(d.path().join("ckpt-000002")).unwrap();
-        fs::write(d.path().join("ckpt-000002").join(MODEL_FILE), b"x").unwrap();
-        assert!(latest_checkpoint(d.path()).unwrap().is_none());
     }
 }

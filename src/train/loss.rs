@@ -12,6 +12,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Int, Tensor};
 
 use super::center_loss::CenterLoss;
+use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 
 /// The loss weights (`--weight_decay`, `--center_loss_factor`, `--prelogits_norm_loss_factor`,
@@ -22,6 +23,18 @@ pub struct LossWeights {
     pub center_loss_factor: f64,
     pub prelogits_norm_loss_factor: f64,
     pub prelogits_norm_p: f64,
+}
+
+impl LossWeights {
+    /// The weights a `facenet train` command line gives.
+    pub fn from_options(opts: &TrainOptions) -> Self {
+        LossWeights {
+            weight_decay: opts.weight_decay,
+            center_loss_factor: opts.center_loss_factor,
+            prelogits_norm_loss_factor: opts.prelogits_norm_loss_factor,
+            prelogits_norm_p: opts.prelogits_norm_p,
+        }
+    }
 }
 
 /// The terms of one batch's loss (shape `[1]` each).

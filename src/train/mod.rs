@@ -3,13 +3,20 @@
 //!
 //! One job per file:
 //! - [`options`]: every flag of `train_softmax.py` ([`TrainOptions`]), serialised into the run;
-//! - [`trainer`]: the loop ([`train`]), per-epoch evaluation and checkpointing;
+//! - [`trainer`]: the loop ([`train`]) as a sequence of phases:
+//!   - [`start`]: options / resume, data, network and position, run folders, header;
+//!   - [`epoch`]: one epoch of steps;
+//!   - [`end_of_epoch`]: evaluation, statistics, checkpoint;
+//! - [`step`]: one optimisation step ([`TrainStep`]: forward, loss, backward, update,
+//!   centres), shared by the loop, `facenet bench train` and the tests;
+//! - [`summary`]: console output and what a run returns ([`TrainSummary`]);
 //! - [`loss`]: cross-entropy + weight decay + center loss + prelogits norm;
 //! - [`center_loss`]: the class centres and their gradient-free update;
 //! - [`optim`]: ADAGRAD, ADADELTA, ADAM, RMSPROP, MOM with TF1 semantics;
 //! - [`schedule`]: fixed / decayed learning rates and schedule files;
 //! - [`evaluate`]: LFW protocol and validation-set loss per epoch;
-//! - [`checkpoint`]: checkpoint folders, [`load_inference_model`], `--pretrained_model`;
+//! - [`checkpoint`]: writing checkpoint folders, reading their training state (the model
+//!   files and loading networks are in [`crate::model::load`]);
 //! - [`tensor_file`]: the safetensors container of optimizer state and centres;
 //! - [`stats`]: `steps.csv` / `epochs.csv`;
 //! - [`run_dir`]: the run's log and model folders.
@@ -19,17 +26,23 @@
 
 pub mod center_loss;
 pub mod checkpoint;
+pub mod end_of_epoch;
+pub mod epoch;
 pub mod evaluate;
 pub mod loss;
 pub mod optim;
 pub mod options;
 pub mod run_dir;
 pub mod schedule;
+pub mod start;
 pub mod stats;
+pub mod step;
+pub mod summary;
 pub mod tensor_file;
 pub mod trainer;
 
-pub use checkpoint::{load_inference_model, ModelMeta};
 pub use options::{OptimizerKind, TrainOptions};
 pub use stats::{EpochRecord, StepRecord};
-pub use trainer::{train, train_with_console, Console, StopReason, TrainObserver, TrainSummary};
+pub use step::{NonFiniteLoss, TrainStep};
+pub use summary::{Console, StopReason, TrainSummary};
+pub use trainer::{train, train_with_console, TrainObserver};

@@ -193,9 +193,10 @@ pub struct TrainOptions {
     pub resume: Option<String>,
 }
 
-/// A command line with only the `train` options, for computing defaults.
+/// A command line with only the `train` options, for computing defaults and parsing stored
+/// command lines (as with `facenet train`, a flag given twice takes its last value).
 #[derive(Parser)]
-#[command(no_binary_name = true)]
+#[command(no_binary_name = true, args_override_self = true)]
 struct DefaultsParser {
     #[command(flatten)]
     options: TrainOptions,
@@ -215,7 +216,7 @@ impl TrainOptions {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString>,
     {
-        let args = crate::cli::normalize_args(args.into_iter().map(Into::into).collect());
+        let args = crate::util::args::normalize_args(args.into_iter().map(Into::into).collect());
         Ok(DefaultsParser::try_parse_from(args)?.options)
     }
 

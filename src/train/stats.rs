@@ -213,6 +213,14 @@ impl CsvLog {
     }
 }
 
+/// `lfw_result.txt` as the reference writes it: `step<TAB>accuracy<TAB>val` per evaluation.
+pub fn append_lfw_result(log_dir: &Path, step: u64, m: &LfwMetrics) -> Result<()> {
+    let p = log_dir.join("lfw_result.txt");
+    let mut f = OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("cannot write {}", p.display()))?;
+    writeln!(f, "{step}\t{:.5}\t{:.5}", m.accuracy, m.val)?;
+    Ok(())
+}
+
 /// Reads a CSV written by [`CsvLog`] as rows of fields (header first).
 pub fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
     let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,6 +1,9 @@
-//! Small shared helpers: atomic file output, progress bars, the median of timings.
+//! Small shared helpers: snake_case command-line flags, atomic file output, the cache folder
+//! and its paths, progress bars, the median of timings.
 
+pub mod args;
 pub mod atomic;
+pub mod cache;
 pub mod progress;
 pub mod wheel;
 

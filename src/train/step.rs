@@ -1,0 +1,191 @@
+//! One optimisation step of the classifier training, the one piece of code that `facenet
+//! train`, `facenet bench train` and the tests all run:
+//!
+//! ```text
+//! forward (training mode: batch statistics, dropout)
+//! loss    = cross-entropy + weight decay + center loss + prelogits norm   (crate::train::loss)
+//! check   the loss is finite, else nothing is applied
+//! backward, one TF1 optimiser update of every weight                      (crate::train::optim)
+//! centres of the batch's classes moved toward its prelogits               (crate::train::center_loss)
+//! ```
+//!
+//! [`TrainStep`] owns the network, the optimiser state and the class centres on one device;
+//! the loop around it (data, learning rate, statistics, checkpoints) is in
+//! [`crate::train::trainer`].
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::center_loss::CenterLoss;
+use super::loss::{loss_terms, LossValues, LossWeights};
+use super::optim::Tf1Optimizer;
+use super::options::TrainOptions;
+use crate::model::inception_resnet_v1::InceptionResnetV1;
+
+/// A step that was not applied because its loss was not a finite number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NonFiniteLoss {
+    /// The step's loss values (at least `total` is NaN or infinite).
+    pub values: LossValues,
+}
+
+impl std::fmt::Display for NonFiniteLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = &self.values;
+        write!(f, "the loss became {} (cross-entropy {}, regularisation {}, center loss {})", v.total, v.xent, v.reg, v.center)
+    }
+}
+
+impl std::error::Error for NonFiniteLoss {}
+
+/// Network, optimiser and class centres of a training run, on one device.
+pub struct TrainStep {
+    /// `None` only while [`TrainStep::run`] moves the network through the optimiser.
+    model: Option<InceptionResnetV1>,
+    optimizer: Tf1Optimizer,
+    centers: CenterLoss,
+    weights: LossWeights,
+    /// The plain (non-autodiff) device of the centres and labels.
+    device: Device,
+}
+
+impl TrainStep {
+    /// `model` lives on the autodiff version of `device`, `centers` on `device` itself. The
+    /// network must have a Logits layer (at least one class).
+    pub fn new(
+        model: InceptionResnetV1,
+        optimizer: Tf1Optimizer,
+        centers: CenterLoss,
+        weights: LossWeights,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        if model.num_classes() == 0 {
+            anyhow::bail!("a training network needs a Logits layer (at least one class)");
+        }
+        Ok(TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone() })
+    }
+
+    /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
+    /// class `labels` (`n` of them) at learning rate `lr`, and returns the step's loss
+    /// values (read back in one transfer). A non-finite loss leaves network, optimiser and
+    /// centres untouched.
+    pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, NonFiniteLoss> {
+        let model = self.model.take().expect("the network is back after every step");
+        let n = labels.len();
+        let ad = x.device();
+        let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
+        let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &ad);
+        let out = model.forward(x);
+        let logits = out.logits.expect("a training network has a Logits layer");
+        let batch_centers = self.centers.batch_centers(&labels_plain);
+        let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &self.weights);
+        let values = terms.values(&self.weights);
+        if !values.total.is_finite() {
+            self.model = Some(model);
+            return Err(NonFiniteLoss { values });
+        }
+        let prelogits = out.prelogits.detach().inner();
+        let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+        self.model = Some(self.optimizer.step(lr, model, grads));
+        self.centers.update(&labels_plain, prelogits, batch_centers);
+        Ok(values)
+    }
+
+    /// A fresh step as `facenet train` starts one from its options: the optimiser of
+    /// `--optimizer` with no state yet, zero centres (`--center_loss_alfa`), the loss
+    /// weights of `--weight_decay`, `--center_loss_factor`, `--prelogits_norm_*`.
+    pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, device: &Device) -> anyhow::Result<Self> {
+        let centers = CenterLoss::new(model.num_classes(), model.embedding_size(), opts.center_loss_alfa, device);
+        Self::new(model, Tf1Optimizer::new(opts.optimizer), centers, LossWeights::from_options(opts), device)
+    }
+
+    /// The network (training mode, autodiff device).
+    pub fn model(&self) -> &InceptionResnetV1 {
+        self.model.as_ref().expect("the network is back after every step")
+    }
+
+    /// The network in inference mode (running statistics, no dropout) on the plain device.
+    pub fn inference_model(&self) -> InceptionResnetV1 {
+        self.model().valid()
+    }
+
+    pub fn optimizer(&self) -> &Tf1Optimizer {
+        &self.optimizer
+    }
+
+    pub fn centers(&self) -> &CenterLoss {
+        &self.centers
+    }
+
+    pub fn loss_weights(&self) -> LossWeights {
+        self.weights
+    }
+
+    /// The plain (non-autodiff) device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inception_resnet_v1::InceptionResnetV1Config;
+    use crate::train::options::OptimizerKind;
+    use burn::tensor::Distribution;
+
+    fn weights() -> LossWeights {
+        LossWeights { weight_decay: 5e-5, center_loss_factor: 1e-2, prelogits_norm_loss_factor: 0.0, prelogits_norm_p: 1.0 }
+    }
+
+    fn new_step(device: &Device) -> TrainStep {
+        let ad = device.clone().autodiff();
+        ad.seed(7);
+        let model = InceptionResnetV1Config::small(16, 1.0, 4).init(&ad);
+        TrainStep::new(model, Tf1Optimizer::new(OptimizerKind::Rmsprop), CenterLoss::new(4, 16, 0.9, device), weights(), device).unwrap()
+    }
+
+    fn first_weight(step: &TrainStep) -> Vec<f32> {
+        step.model().conv2d_1a.conv.weight.val().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_step_updates_weights_optimiser_and_centres_and_lowers_the_loss() {
+        let device = Device::flex();
+        let mut step = new_step(&device);
+        let ad = device.clone().autodiff();
+        ad.seed(11);
+        let x = Tensor::<4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &ad);
+        let labels = [0, 1, 2, 3, 0, 1, 2, 3];
+        let w0 = first_weight(&step);
+        let first = step.run(x.clone(), &labels, 0.01).unwrap();
+        assert!(first.total.is_finite() && first.xent > 0.0, "{first:?}");
+        assert_ne!(first_weight(&step), w0);
+        assert_eq!(step.optimizer().steps(), 1);
+        assert!(step.centers().values().unwrap().iter().any(|&c| c != 0.0));
+        let mut last = first;
+        for _ in 0..5 {
+            last = step.run(x.clone(), &labels, 0.01).unwrap();
+        }
+        assert!(last.xent < first.xent, "memorising one batch: {first:?} -> {last:?}");
+        assert_eq!(step.optimizer().steps(), 6);
+    }
+
+    #[test]
+    fn a_non_finite_loss_changes_nothing() {
+        let device = Device::flex();
+        let mut step = new_step(&device);
+        let ad = device.clone().autodiff();
+        let mut v = vec![0.5f32; 2 * 3 * 32 * 32];
+        v[5] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 32, 32]), &ad);
+        let (w0, c0) = (first_weight(&step), step.centers().values().unwrap());
+        let e = step.run(x, &[0, 1], 0.01).unwrap_err();
+        assert!(!e.values.total.is_finite());
+        assert!(e.to_string().contains("the loss became NaN"), "{e}");
+        assert_eq!(first_weight(&step), w0);
+        assert_eq!(step.centers().values().unwrap(), c0);
+        assert_eq!(step.optimizer().steps(), 0);
+    }
+}
