@@ -138,7 +138,7 @@ impl BasicConv2d {
 ///
 /// Why: one GEMM of `sum(c_out)` rows instead of one per branch (the input is packed once),
 /// and in training one input gradient instead of one per branch plus their sums. At batch 32
-/// and 160x160 input this saves about 1 % of a training step (`cpu_kernels`
+/// and 160x160 input this saves about 1 % of a training step (`tests/block_stems.rs`
 /// `block_stems_speed`); the slices' gradients (zeros + the slice written in) take back part
 /// of what the fused GEMMs save.
 pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {

@@ -1,7 +1,9 @@
-//! CPU kernels of our patched burn-flex: the 2-D convolution and its gradients on the CPU backend (our patched burn-flex, see
-//! patches/README.md) against a direct evaluation of the definition in f64, for the
-//! shapes the networks use (1x1, 3x3, 1x7/7x1, stride 2, TF-SAME asymmetric padding) and
-//! for dilation, groups and batches larger than one im2col chunk.
+//! The CPU kernels of the patched burn-flex (`patches/burn-flex`, see `patches/README.md`)
+//! against a direct evaluation of the definition in f64 (bit for bit where the patch must not
+//! change results): the 2-D convolution and its gradients for the shapes the networks use
+//! (1x1, 3x3, 1x7/7x1, stride 2, TF-SAME asymmetric padding) and for dilation, groups and
+//! batches larger than one im2col chunk; batch normalisation, max pooling, PReLU, channel
+//! slices and the parallel element-wise passes.
 
 // the allocator of the `facenet` binary, so that timings see the same allocation costs
 #[global_allocator]
@@ -362,13 +364,13 @@ fn channel_slices_copy_exactly() {
 }
 
 /// Per-layer speed of the convolutions of Inception-ResNet-v1 at batch 32, 160x160
-/// (forward, and forward + both gradients), in GFLOP/s. A benchmark, not a test:
-/// `cargo test --release --test cpu_kernels -- --ignored --nocapture conv_layer_speed`.
+/// (forward, and forward + both gradients), in GFLOP/s. A benchmark, not a test; at the
+/// repository root: `cargo test --release --test kernels -- --ignored --nocapture conv_layer_speed`.
 #[test]
 #[ignore]
 fn conv_layer_speed() {
     use std::time::Instant;
-    // keep freed memory as the binary does (src/main.rs): no page faults in the timings
+    // keep freed memory as the `facenet` binary does (its src/main.rs): no page faults in the timings
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let batch: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
     // (name, count, c_in, hw, c_out, k, stride, pad(begin,end) per axis)
@@ -558,63 +560,4 @@ fn elementwise_ops_on_large_tensors_match_definition() {
     let x = Tensor::<1>::from_data(TensorData::new(bv.clone(), [n]), &ad).require_grad();
     let grads = x.clone().slice([7..n - 3]).mul_scalar(2.0).sum().backward();
     same("slice gradient", get(x.grad(&grads).unwrap()), &|i| if (7..n - 3).contains(&i) { 2.0 } else { 0.0 });
-}
-
-/// Forward + backward of each residual block of Inception-ResNet-v1 at batch 32 and 160x160 input (17x17, 8x8 and 3x3 maps:
-/// the training step of `bench train`), the branches' opening 1x1 convolutions fused
-/// (`blocks::forward_stems`) against one layer at a time, alternated in one process. A
-/// benchmark, not a test:
-/// `cargo test --release --test cpu_kernels -- --ignored --nocapture block_stems_speed`.
-#[test]
-#[ignore]
-fn block_stems_speed() {
-    use burn::tensor::activation::relu;
-    use burn::tensor::Distribution;
-    use facenet::model::blocks::{forward_chain, forward_stems, BasicConv2d, Block17, Block35, Block8, BnSettings};
-    use std::time::Instant;
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    let device = Device::flex().autodiff();
-    let bn = BnSettings { epsilon: 1e-3, momentum: 0.005, train_gamma: false };
-    let b35 = Block35::new(256, 32, 0.17, &bn, &device);
-    let b17 = Block17::new(896, 128, 0.1, &bn, &device);
-    let b8 = Block8::new(1792, 192, 0.2, true, &bn, &device);
-    type Stems = fn(&[&BasicConv2d], Tensor<4>) -> Vec<Tensor<4>>;
-    fn unfused(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
-        stems.iter().map(|l| l.forward(x.clone())).collect()
-    }
-    let run = |name: &str, c: usize, s: usize, f: &dyn Fn(Tensor<4>, Stems) -> Tensor<4>| {
-        let x = Tensor::<4>::random([32, c, s, s], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let mut t = [Vec::new(), Vec::new()];
-        for rep in 0..8 {
-            for (k, stems) in [forward_stems as Stems, unfused as Stems].into_iter().enumerate() {
-                let t0 = Instant::now();
-                let y = f(x.clone(), stems);
-                let g = y.sum().backward();
-                let _ = x.grad(&g).unwrap().into_data();
-                if rep > 0 {
-                    t[k].push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-        }
-        for v in &mut t {
-            v.sort_by(f64::total_cmp);
-        }
-        println!("{name}: fused stems {:.1} ms, one layer at a time {:.1} ms (medians of 7)", t[0][3], t[1][3]);
-    };
-    run("block35", 256, 17, &|x, st| {
-        let s = st(&[&b35.branch0, &b35.branch1[0], &b35.branch2[0]], x.clone());
-        let x1 = forward_chain(&b35.branch1[1..], s[1].clone());
-        let x2 = forward_chain(&b35.branch2[1..], s[2].clone());
-        relu(x + b35.conv2d.forward(Tensor::cat(vec![s[0].clone(), x1, x2], 1)).mul_scalar(0.17))
-    });
-    run("block17", 896, 8, &|x, st| {
-        let s = st(&[&b17.branch0, &b17.branch1[0]], x.clone());
-        let x1 = forward_chain(&b17.branch1[1..], s[1].clone());
-        relu(x + b17.conv2d.forward(Tensor::cat(vec![s[0].clone(), x1], 1)).mul_scalar(0.1))
-    });
-    run("block8", 1792, 3, &|x, st| {
-        let s = st(&[&b8.branch0, &b8.branch1[0]], x.clone());
-        let x1 = forward_chain(&b8.branch1[1..], s[1].clone());
-        relu(x + b8.conv2d.forward(Tensor::cat(vec![s[0].clone(), x1], 1)).mul_scalar(0.2))
-    });
 }
