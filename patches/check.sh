@@ -7,6 +7,9 @@
 #   patches/check.sh          check; exits 1 with a message when they differ (CI runs this)
 #   patches/check.sh --write  regenerate patches/burn-flex.diff from patches/burn-flex
 #                             (after changing the fork), then check
+#   patches/check.sh --rebase replace patches/burn-flex by the published crate (VERSION,
+#                             after a bump) with the diff applied by `patch --merge`;
+#                             conflicts are left as <<<<<<< markers to resolve
 #
 # Needs only cargo (with the registry reachable, or the crate already in its cache),
 # diff and patch.
@@ -28,7 +31,8 @@ mode=check
 case "${1:-}" in
   "") ;;
   --write) mode=write ;;
-  *) echo "usage: $0 [--write]" >&2; exit 2 ;;
+  --rebase) mode=rebase ;;
+  *) echo "usage: $0 [--write | --rebase]" >&2; exit 2 ;;
 esac
 
 export LC_ALL=C TZ=UTC
@@ -71,6 +75,25 @@ for f in "${DROPPED[@]}"; do
   fi
   rm -rf "${published:?}/$f"
 done
+
+# --- --rebase: the published crate with the diff applied, as the new vendored copy ----
+if [[ $mode == rebase ]]; then
+  if command -v git >/dev/null && [[ -n $(git -C "$here" status --porcelain -- "$vendored" 2>/dev/null) ]]; then
+    echo "check.sh: patches/$CRATE has uncommitted changes: commit or stash them first" >&2
+    exit 2
+  fi
+  rm -rf "$vendored"
+  cp -R "$published" "$vendored"
+  if patch -p1 --batch --merge --no-backup-if-mismatch -d "$vendored" <"$diff_file"; then
+    echo "check.sh: patches/$CRATE is now $CRATE $VERSION + patches/$CRATE.diff, applied cleanly"
+  else
+    echo "check.sh: patches/$CRATE is now $CRATE $VERSION + patches/$CRATE.diff with conflicts:" >&2
+    echo "resolve the <<<<<<< markers in the files above, then run patches/check.sh --write" >&2
+    exit 1
+  fi
+  echo "next: build, then patches/check.sh --write and cargo test --release --test kernels"
+  exit 0
+fi
 
 # --- --write: the diff from the published crate to the vendored copy ----------------
 files() { (cd "$1" && find . -type f | sed 's|^\./||'); }
