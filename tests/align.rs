@@ -17,11 +17,11 @@ use assert_cmd::cargo::CommandCargoExt;
 use burn::tensor::{Device, Tensor, TensorData};
 use facenet::align::boxes::iou;
 use facenet::align::crop::{choose_face, crop_and_resize, margin_box};
-use facenet::data::resample::{resize_area_f64, resize_area_u8};
 use facenet::align::weights::{load_nets, weights_dir, weights_present};
-use facenet::util::cache::testdata_dir;
 use facenet::align::{DetectorConfig, Mtcnn};
 use facenet::data::image_io::load_rgb;
+use facenet::data::resample::{resize_area_f64, resize_area_u8};
+use facenet::util::cache::testdata_dir;
 use image::ImageEncoder;
 use serde_json::Value;
 

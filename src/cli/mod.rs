@@ -36,6 +36,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// parsed once per process: the size of the largest variant (train's options) costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Detect and align every face of a class-per-folder dataset into crops (MTCNN)

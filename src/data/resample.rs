@@ -291,6 +291,8 @@ fn ratio(s: usize, d: usize) -> (f64, Option<usize>) {
 
 macro_rules! area_impl {
     ($name:ident, $t:ty, $wt:ty, $round:expr) => {
+        // OpenCV's own signature: source geometry, destination size, scale factors
+        #[allow(clippy::too_many_arguments)]
         fn $name(src: &[$t], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize, sx: f64, sy: f64) -> Vec<$t> {
             let xtab = area_table(sw, dw, sx);
             let ytab = area_table(sh, dh, sy);

@@ -415,6 +415,7 @@ impl CostCounter {
     /// Counts a conv on a `size` x `size` input; `pad` None = SAME stride 1, Some(mode) = a
     /// layer the reference pads VALID. `bn`: conv without bias + BN, else conv with bias.
     /// Returns the output size.
+    #[allow(clippy::too_many_arguments)] // one argument per property of the layer
     fn conv(
         &mut self,
         size: usize,

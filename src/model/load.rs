@@ -240,7 +240,10 @@ mod tests {
     /// Writes a PyTorch (>= 1.6, zip) `torch.save(state_dict)` file by hand: `archive/data.pkl`
     /// (an `OrderedDict` of `torch._utils._rebuild_tensor_v2` calls on persistent storages)
     /// and one `archive/data/<k>` entry per tensor.
-    fn write_torch_state_dict(path: &Path, entries: &[(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)]) {
+    /// One state-dict entry: name, shape, float or integer values.
+    type Entry = (String, Vec<usize>, Result<Vec<f32>, Vec<i64>>);
+
+    fn write_torch_state_dict(path: &Path, entries: &[Entry]) {
         use std::io::Write;
         fn s(out: &mut Vec<u8>, v: &str) {
             out.push(b'X');
@@ -307,9 +310,9 @@ mod tests {
     /// The state dict facenet-pytorch would hold for `model`: BN `weight`/`bias` (burn's
     /// gamma/beta), `num_batches_tracked`, Linear weights as `[out, in]`, plus a Logits layer
     /// of another size.
-    fn pytorch_state_dict(model: &InceptionResnetV1) -> Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)> {
+    fn pytorch_state_dict(model: &InceptionResnetV1) -> Vec<Entry> {
         use burn::module::{ModuleVisitor, Param};
-        struct V(Vec<String>, Vec<(String, Vec<usize>, Result<Vec<f32>, Vec<i64>>)>);
+        struct V(Vec<String>, Vec<Entry>);
         impl ModuleVisitor for V {
             fn enter_module(&mut self, name: &str, _: &str) {
                 self.0.push(name.to_string());

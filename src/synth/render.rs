@@ -78,8 +78,7 @@ fn draw_background(pm: &mut Pixmap, n: &Nuisance, s: f32) {
     );
     let full = Rect::from_xywh(0.0, 0.0, s, s).map(PathBuilder::from_rect);
     if let (Some(shader), Some(full)) = (grad, full) {
-        let mut p = Paint::default();
-        p.shader = shader;
+        let p = Paint { shader, ..Paint::default() };
         pm.fill_path(&full, &p, FillRule::Winding, Transform::identity(), None);
     } else {
         pm.fill(to_color(c0));
