@@ -202,7 +202,7 @@ fn train(b: TrainBench) -> Result<()> {
     let opts =
         ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
     let model = model_from_def(&b.model_def, &opts, &ad)?;
-    let mut step = TrainStep::from_options(&recipe, model, &device)?;
+    let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device);
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
     let mut times = Vec::new();

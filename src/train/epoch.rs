@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::loss::LossValues;
 use super::stats::{EpochRecord, StepRecord};
+use super::step::StepError;
 use super::trainer::{TrainObserver, Training};
 use crate::data::augment::mix64;
 use crate::data::loader::{plans_from_indices, BatchLoader};
@@ -47,11 +48,12 @@ impl Training<'_> {
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &state.ad);
             let values = match state.step.run(x, &batch.labels, lr) {
                 Ok(v) => v,
-                Err(e) => bail!(
+                Err(StepError::NonFiniteLoss(v)) => bail!(
                     "the loss became {} at step {} (epoch {epoch}); the learning rate ({lr}) is probably too high",
-                    e.values.total,
+                    v.total,
                     state.global_step + 1
                 ),
+                Err(e) => return Err(e.into()),
             };
             state.global_step += 1;
             n_steps += 1;

@@ -43,6 +43,6 @@ pub mod trainer;
 
 pub use options::{OptimizerKind, TrainOptions};
 pub use stats::{EpochRecord, StepRecord};
-pub use step::{NonFiniteLoss, TrainStep};
+pub use step::{StepError, TrainStep};
 pub use summary::{Console, StopReason, TrainSummary};
 pub use trainer::{train, train_with_console, TrainObserver};

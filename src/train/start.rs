@@ -205,7 +205,7 @@ impl RunState {
             standardization: opts.standardization(),
             num_classes,
         };
-        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), &device)?;
+        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), &device);
         Ok(RunState { step, ad, stream, global_step, start_epoch, dirs, checkpoint, config, meta })
     }
 }

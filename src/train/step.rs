@@ -23,21 +23,17 @@ use super::optim::Tf1Optimizer;
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 
-/// A step that was not applied because its loss was not a finite number.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NonFiniteLoss {
-    /// The step's loss values (at least `total` is NaN or infinite).
-    pub values: LossValues,
+/// Why a step was not applied (network, optimiser and centres are left as they were).
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The loss was not a finite number; the step's loss values (at least `total` is NaN or
+    /// infinite).
+    #[error("the loss became {} (cross-entropy {}, regularisation {}, center loss {})", .0.total, .0.xent, .0.reg, .0.center)]
+    NonFiniteLoss(LossValues),
+    /// The network has no Logits layer (a model without classes cannot be trained as a classifier).
+    #[error("the training network has no Logits layer")]
+    NoLogits,
 }
-
-impl std::fmt::Display for NonFiniteLoss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = &self.values;
-        write!(f, "the loss became {} (cross-entropy {}, regularisation {}, center loss {})", v.total, v.xent, v.reg, v.center)
-    }
-}
-
-impl std::error::Error for NonFiniteLoss {}
 
 /// Network, optimiser and class centres of a training run, on one device.
 pub struct TrainStep {
@@ -51,39 +47,36 @@ pub struct TrainStep {
 }
 
 impl TrainStep {
-    /// `model` lives on the autodiff version of `device`, `centers` on `device` itself. The
-    /// network must have a Logits layer (at least one class).
-    pub fn new(
-        model: InceptionResnetV1,
-        optimizer: Tf1Optimizer,
-        centers: CenterLoss,
-        weights: LossWeights,
-        device: &Device,
-    ) -> anyhow::Result<Self> {
-        if model.num_classes() == 0 {
-            anyhow::bail!("a training network needs a Logits layer (at least one class)");
-        }
-        Ok(TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone() })
+    /// `model` lives on the autodiff version of `device`, `centers` on `device` itself.
+    ///
+    /// The network is not touched here: burn initialises a parameter when it is first used,
+    /// so reading one now would draw its initial values at another point of the random
+    /// stream than the first step does, and change the run.
+    pub fn new(model: InceptionResnetV1, optimizer: Tf1Optimizer, centers: CenterLoss, weights: LossWeights, device: &Device) -> Self {
+        TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone() }
     }
 
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
     /// class `labels` (`n` of them) at learning rate `lr`, and returns the step's loss
-    /// values (read back in one transfer). A non-finite loss leaves network, optimiser and
+    /// values (read back in one transfer). A step that fails leaves network, optimiser and
     /// centres untouched.
-    pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, NonFiniteLoss> {
+    pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, StepError> {
         let model = self.model.take().expect("the network is back after every step");
         let n = labels.len();
         let ad = x.device();
         let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
         let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &ad);
         let out = model.forward(x);
-        let logits = out.logits.expect("a training network has a Logits layer");
+        let Some(logits) = out.logits else {
+            self.model = Some(model);
+            return Err(StepError::NoLogits);
+        };
         let batch_centers = self.centers.batch_centers(&labels_plain);
         let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &self.weights);
         let values = terms.values(&self.weights);
         if !values.total.is_finite() {
             self.model = Some(model);
-            return Err(NonFiniteLoss { values });
+            return Err(StepError::NonFiniteLoss(values));
         }
         let prelogits = out.prelogits.detach().inner();
         let grads = GradientsParams::from_grads(terms.total.backward(), &model);
@@ -95,8 +88,9 @@ impl TrainStep {
     /// A fresh step as `facenet train` starts one from its options: the optimiser of
     /// `--optimizer` with no state yet, zero centres (`--center_loss_alfa`), the loss
     /// weights of `--weight_decay`, `--center_loss_factor`, `--prelogits_norm_*`.
-    pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, device: &Device) -> anyhow::Result<Self> {
-        let centers = CenterLoss::new(model.num_classes(), model.embedding_size(), opts.center_loss_alfa, device);
+    /// `num_classes` and `embedding_size` are the network's (its configuration's).
+    pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, num_classes: usize, embedding_size: usize, device: &Device) -> Self {
+        let centers = CenterLoss::new(num_classes, embedding_size, opts.center_loss_alfa, device);
         Self::new(model, Tf1Optimizer::new(opts.optimizer), centers, LossWeights::from_options(opts), device)
     }
 
@@ -143,7 +137,7 @@ mod tests {
         let ad = device.clone().autodiff();
         ad.seed(7);
         let model = InceptionResnetV1Config::small(16, 1.0, 4).init(&ad);
-        TrainStep::new(model, Tf1Optimizer::new(OptimizerKind::Rmsprop), CenterLoss::new(4, 16, 0.9, device), weights(), device).unwrap()
+        TrainStep::new(model, Tf1Optimizer::new(OptimizerKind::Rmsprop), CenterLoss::new(4, 16, 0.9, device), weights(), device)
     }
 
     fn first_weight(step: &TrainStep) -> Vec<f32> {
@@ -182,7 +176,8 @@ mod tests {
         let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 32, 32]), &ad);
         let (w0, c0) = (first_weight(&step), step.centers().values().unwrap());
         let e = step.run(x, &[0, 1], 0.01).unwrap_err();
-        assert!(!e.values.total.is_finite());
+        let StepError::NonFiniteLoss(values) = e else { panic!("{e:?}") };
+        assert!(!values.total.is_finite());
         assert!(e.to_string().contains("the loss became NaN"), "{e}");
         assert_eq!(first_weight(&step), w0);
         assert_eq!(step.centers().values().unwrap(), c0);
