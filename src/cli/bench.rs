@@ -16,6 +16,7 @@ use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::registry::{model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
 use crate::train::{TrainOptions, TrainStep};
+use crate::util::cpu::cpu_info;
 use crate::util::median;
 
 #[derive(Args, Debug)]
@@ -86,12 +87,22 @@ pub struct SynthBench {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    let cpu = cpu_info();
+    println!("CPU: {} ({} logical), {}; GEMM kernels: {}", cpu.model, cpu.cpus, cpu.isa.join(" "), cpu.gemm_kernels);
     match a.what {
         BenchWhat::Embed(b) => embed(b),
         BenchWhat::Synth(b) => synth(b),
         BenchWhat::Train(b) => train(b),
         BenchWhat::Align(b) => align(b),
     }
+}
+
+/// Prints a benchmark's JSON line with the CPU it ran on (`"cpu"`: model, instruction sets,
+/// GEMM kernels), so that every figure says where it was measured.
+fn emit(mut v: serde_json::Value) {
+    v["cpu"] = serde_json::to_value(cpu_info()).unwrap_or_default();
+    v["threads"] = rayon::current_num_threads().into();
+    println!("{v}");
 }
 
 /// Peak resident memory of this process in MiB (Linux), if known.
@@ -146,11 +157,8 @@ fn embed(b: EmbedBench) -> Result<()> {
         peak_rss_mib().unwrap_or(f64::NAN),
         rayon::current_num_threads()
     );
-    println!(
-        "{}",
-        serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
-            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()})
-    );
+    emit(serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
+            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}));
     Ok(())
 }
 
@@ -174,9 +182,8 @@ fn synth(b: SynthBench) -> Result<()> {
         rayon::current_num_threads(),
         bytes as f64 / b.images as f64 / 1024.0
     );
-    println!(
-        "{}",
-        serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s})
+    emit(
+        serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s}),
     );
     Ok(())
 }
@@ -228,11 +235,8 @@ fn train(b: TrainBench) -> Result<()> {
         med,
         peak_rss_mib().unwrap_or(f64::NAN)
     );
-    println!(
-        "{}",
-        serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
-            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()})
-    );
+    emit(serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
+            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}));
     Ok(())
 }
 
@@ -241,11 +245,8 @@ fn align(b: AlignBenchArgs) -> Result<()> {
     let mtcnn = crate::align::load_detector(crate::align::DetectorConfig::default())?;
     let r = crate::align::bench_align(&images, &mtcnn, b.repeats)?;
     print!("bench {r}");
-    println!(
-        "{}",
-        serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
+    emit(serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
             "s_per_image": r.per_image(r.total), "detect_median_s": r.detect_median_s(), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
-            "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()})
-    );
+            "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()}));
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Small shared helpers: snake_case command-line flags, atomic file output, the cache folder
-//! and its paths, progress bars, the median of timings.
+//! and its paths, the CPU a measurement ran on, progress bars, the median of timings.
 
 pub mod args;
 pub mod atomic;
 pub mod cache;
+pub mod cpu;
 pub mod progress;
 pub mod wheel;
 
