@@ -126,7 +126,8 @@ pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
 fn embed(b: EmbedBench) -> Result<()> {
     let device = Device::default();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
-    let model = model_from_def(&b.model_def, &opts, &device)?.valid();
+    // as `facenet embed` loads a model: inference mode, batch norms folded
+    let model = model_from_def(&b.model_def, &opts, &device)?.valid().fold_batch_norm();
     let images = bench_images(b.batch_size, b.image_size + 22);
     let eo = EmbedOptions {
         image_size: b.image_size,

@@ -8,7 +8,7 @@
 //! A `Vec<BasicConv2d>` is stored under `name.0`, `name.1`, ..., exactly like an
 //! `nn.Sequential` in PyTorch.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -91,6 +91,9 @@ pub struct BasicConv2d {
     pub conv: Conv2d,
     /// Its batch norm.
     pub bn: BatchNorm,
+    /// True once `bn` is folded into `conv` ([`BasicConv2d::fold_batch_norm`]): the layer is
+    /// then `ReLU(conv + bias)`, for inference only.
+    pub folded: bool,
 }
 
 impl BasicConv2d {
@@ -110,7 +113,7 @@ impl BasicConv2d {
             .with_bias(false)
             .with_initializer(xavier_uniform())
             .init(device);
-        BasicConv2d { conv, bn: bn.init(out_ch, device) }
+        BasicConv2d { conv, bn: bn.init(out_ch, device), folded: false }
     }
 
     /// Stride-1 `SAME` convolution (every non-reducing conv of the network).
@@ -120,7 +123,33 @@ impl BasicConv2d {
 
     /// conv -> BN -> ReLU.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        if self.folded {
+            relu(self.conv.forward(x))
+        } else {
+            relu(self.bn.forward(self.conv.forward(x)))
+        }
+    }
+
+    /// Inference with the batch norm's running statistics folded into the convolution:
+    /// `w' = w * s`, `bias = beta - mean * s` with `s = gamma / sqrt(var + eps)` per output
+    /// channel, so the layer runs as one convolution (bias written with its output) and a
+    /// ReLU: one pass over the activations fewer. Equal to `conv -> BN(running statistics)`
+    /// up to rounding. For a network in inference mode only: a folded layer is neither
+    /// trained nor saved (its convolution has a bias the weight files do not have).
+    pub fn fold_batch_norm(mut self) -> Self {
+        if self.folded {
+            return self;
+        }
+        let bn = &self.bn;
+        let w = self.conv.weight.val();
+        let device = w.device();
+        let out = w.dims()[0];
+        let scale = bn.gamma.val().to_device(&device) / bn.running_var.value().to_device(&device).add_scalar(bn.epsilon).sqrt();
+        let bias = bn.beta.val().to_device(&device) - bn.running_mean.value().to_device(&device) * scale.clone();
+        self.conv.weight = Param::from_tensor(w * scale.reshape([out, 1, 1, 1]));
+        self.conv.bias = Some(Param::from_tensor(bias));
+        self.folded = true;
+        self
     }
 
     /// The conv weight, for the L2 penalty.
@@ -143,6 +172,13 @@ impl BasicConv2d {
 /// of what the fused GEMMs save.
 pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
     let widths: Vec<usize> = stems.iter().map(|l| l.conv.weight.dims()[0]).collect();
+    if stems.iter().all(|l| l.folded) {
+        // inference with folded batch norms: one convolution with bias, one ReLU
+        let weight = Tensor::cat(stems.iter().map(|l| l.conv.weight.val()).collect(), 0);
+        let bias = stems.iter().map(|l| l.conv.bias.as_ref().map(|b| b.val())).collect::<Option<Vec<_>>>().map(|b| Tensor::cat(b, 0));
+        let y = relu(conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));
+        return split_channels(y, &widths);
+    }
     debug_assert!(stems.iter().all(|l| {
         let [_, _, kh, kw] = l.conv.weight.dims();
         (kh, kw) == (1, 1) && l.conv.bias.is_none() && l.conv.stride == [1, 1] && l.bn.epsilon == stems[0].bn.epsilon
@@ -174,7 +210,11 @@ pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
         let var = Tensor::cat(stems.iter().map(|l| l.bn.running_var.value().to_device(&device)).collect(), 0);
         batch_norm(y, gamma, beta, mean, var, first.epsilon)
     };
-    let y = relu(y);
+    split_channels(relu(y), &widths)
+}
+
+/// The consecutive channel groups of `y` of the given widths.
+fn split_channels(y: Tensor<4>, widths: &[usize]) -> Vec<Tensor<4>> {
     let [n, _, h, w] = y.dims();
     let mut at = 0;
     widths
@@ -184,6 +224,11 @@ pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
             y.clone().slice([0..n, at - c..at, 0..h, 0..w])
         })
         .collect()
+}
+
+/// [`BasicConv2d::fold_batch_norm`] of every layer of a chain.
+pub fn fold_chain(chain: Vec<BasicConv2d>) -> Vec<BasicConv2d> {
+    chain.into_iter().map(BasicConv2d::fold_batch_norm).collect()
 }
 
 /// Runs a chain of `BasicConv2d` (an `nn.Sequential` in facenet-pytorch).
@@ -245,6 +290,11 @@ impl Block35 {
         }
     }
 
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn fold_batch_norm(self) -> Self {
+        Block35 { branch0: self.branch0.fold_batch_norm(), branch1: fold_chain(self.branch1), branch2: fold_chain(self.branch2), ..self }
+    }
+
     /// Forward pass; shape-preserving.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut stems = forward_stems(&[&self.branch0, &self.branch1[0], &self.branch2[0]], x.clone()).into_iter();
@@ -281,6 +331,11 @@ pub struct Block17 {
 }
 
 impl Block17 {
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn fold_batch_norm(self) -> Self {
+        Block17 { branch0: self.branch0.fold_batch_norm(), branch1: fold_chain(self.branch1), ..self }
+    }
+
     /// A block over `channels` input/output channels with branch width `width`.
     pub fn new(channels: usize, width: usize, scale: f64, bn: &BnSettings, device: &Device) -> Self {
         Block17 {
@@ -331,6 +386,11 @@ pub struct Block8 {
 }
 
 impl Block8 {
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn fold_batch_norm(self) -> Self {
+        Block8 { branch0: self.branch0.fold_batch_norm(), branch1: fold_chain(self.branch1), ..self }
+    }
+
     /// A block over `channels` input/output channels with branch width `width`.
     pub fn new(channels: usize, width: usize, scale: f64, activation: bool, bn: &BnSettings, device: &Device) -> Self {
         Block8 {
@@ -382,6 +442,11 @@ pub struct ReductionA {
 }
 
 impl ReductionA {
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn fold_batch_norm(self) -> Self {
+        ReductionA { branch0: self.branch0.fold_batch_norm(), branch1: fold_chain(self.branch1), ..self }
+    }
+
     /// `[k, l, m, n]` as in the reference's `reduction_a` (full network: 192, 192, 256, 384).
     pub fn new(channels: usize, klmn: [usize; 4], mode: PaddingMode, bn: &BnSettings, device: &Device) -> Self {
         let [k, l, m, n] = klmn;
@@ -428,6 +493,11 @@ pub struct ReductionB {
 }
 
 impl ReductionB {
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn fold_batch_norm(self) -> Self {
+        ReductionB { branch0: fold_chain(self.branch0), branch1: fold_chain(self.branch1), branch2: fold_chain(self.branch2), ..self }
+    }
+
     /// `[a, b, c, d, e, f, g]` (full network: 256, 384, 256, 256, 256, 256, 256).
     pub fn new(channels: usize, w: [usize; 7], mode: PaddingMode, bn: &BnSettings, device: &Device) -> Self {
         let [a, b, c, d, e, f, g] = w;

@@ -481,6 +481,28 @@ impl InceptionResnetV1 {
         InceptionResnetV1Output { prelogits, logits }
     }
 
+    /// The network for inference with every convolution's batch norm folded into it
+    /// ([`BasicConv2d::fold_batch_norm`]): the same embeddings up to rounding, one pass over
+    /// the activations fewer per convolution. Call it on a network in inference mode
+    /// (`valid()`); a folded network is not trained or saved.
+    pub fn fold_batch_norm(self) -> Self {
+        InceptionResnetV1 {
+            conv2d_1a: self.conv2d_1a.fold_batch_norm(),
+            conv2d_2a: self.conv2d_2a.fold_batch_norm(),
+            conv2d_2b: self.conv2d_2b.fold_batch_norm(),
+            conv2d_3b: self.conv2d_3b.fold_batch_norm(),
+            conv2d_4a: self.conv2d_4a.fold_batch_norm(),
+            conv2d_4b: self.conv2d_4b.fold_batch_norm(),
+            repeat_1: self.repeat_1.into_iter().map(Block35::fold_batch_norm).collect(),
+            mixed_6a: self.mixed_6a.fold_batch_norm(),
+            repeat_2: self.repeat_2.into_iter().map(Block17::fold_batch_norm).collect(),
+            mixed_7a: self.mixed_7a.fold_batch_norm(),
+            repeat_3: self.repeat_3.into_iter().map(Block8::fold_batch_norm).collect(),
+            block8: self.block8.fold_batch_norm(),
+            ..self
+        }
+    }
+
     /// L2-normalised embeddings `[batch, embedding_size]`.
     pub fn embed(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward(images).embeddings()
@@ -534,10 +556,62 @@ impl InceptionResnetV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     fn small(classes: usize) -> InceptionResnetV1Config {
         InceptionResnetV1Config::small(128, 0.8, classes)
+    }
+
+    /// Every 1-D parameter (BN gamma / beta, biases) set to random values in [0.5, 1.5].
+    fn perturb_vectors(model: InceptionResnetV1) -> InceptionResnetV1 {
+        use burn::module::{ModuleMapper, Param};
+        struct M;
+        impl ModuleMapper for M {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                if D != 1 {
+                    return param;
+                }
+                let (id, t, mapper) = param.consume();
+                let r = Tensor::<D>::random(t.dims(), Distribution::Uniform(0.5, 1.5), &t.device());
+                Param::from_mapped_value(id, r, mapper)
+            }
+        }
+        model.map(&mut M)
+    }
+
+    #[test]
+    fn folded_batch_norm_gives_the_same_embeddings() {
+        let ad = Device::flex().autodiff();
+        ad.seed(5);
+        // momentum 0.5: a few training batches move the running statistics far from (0, 1)
+        let config = small(4).with_bn_momentum(0.5);
+        let model = perturb_vectors(config.init(&ad));
+        for _ in 0..3 {
+            let _ = model.forward(Tensor::<4>::random([6, 3, 48, 48], Distribution::Normal(0.4, 2.0), &ad));
+        }
+        let plain = Device::flex();
+        let x = Tensor::<4>::random([5, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
+        let inference = model.valid();
+        let want = inference.forward(x.clone());
+        let folded = inference.fold_batch_norm();
+        assert!(folded.conv2d_1a.folded && folded.repeat_1[0].branch2[2].folded && folded.block8.branch1[2].folded);
+        let got = folded.forward(x);
+        let (w, g): (Vec<f32>, Vec<f32>) =
+            (want.prelogits.try_into_vec_as::<f32>().unwrap(), got.prelogits.try_into_vec_as::<f32>().unwrap());
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = w.iter().zip(&g).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-4 * scale, "prelogits differ by {worst} (scale {scale})");
+        let (we, ge): (Vec<f32>, Vec<f32>) = (
+            l2_normalize(Tensor::from_data(TensorData::new(w, [5, 128]), &plain)).try_into_vec_as::<f32>().unwrap(),
+            l2_normalize(Tensor::from_data(TensorData::new(g, [5, 128]), &plain)).try_into_vec_as::<f32>().unwrap(),
+        );
+        for i in 0..5 {
+            let cos: f32 = (0..128).map(|j| we[i * 128 + j] * ge[i * 128 + j]).sum();
+            assert!(cos > 0.99999, "image {i}: cosine {cos}");
+        }
+        let (wl, gl): (Vec<f32>, Vec<f32>) =
+            (want.logits.unwrap().try_into_vec_as::<f32>().unwrap(), got.logits.unwrap().try_into_vec_as::<f32>().unwrap());
+        assert!(wl.iter().zip(&gl).all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs())));
     }
 
     #[test]

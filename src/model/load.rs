@@ -183,19 +183,20 @@ pub fn facenet_pytorch_meta() -> ModelMeta {
 /// checkpoint folder or its `model.safetensors`, or (c) a facenet-pytorch `InceptionResnetV1`
 /// state dict (`.pt`/`.pth`: 512-d, fixed standardisation, 160x160). The network comes back
 /// in inference mode (`valid()`: BN running statistics, no dropout) on `device`, without
-/// its Logits layer.
+/// its Logits layer, with its batch norms folded into the convolutions
+/// ([`InceptionResnetV1::fold_batch_norm`]).
 pub fn load_inference_model(path: &Path, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
     if is_pytorch_file(path) && path.is_file() {
         let meta = facenet_pytorch_meta();
         let mut model = InceptionResnetV1Config::new().with_embedding_size(512).with_num_classes(0).init(device);
         load_pytorch_weights(&mut model, path)?;
-        return Ok((model.valid(), meta));
+        return Ok((model.valid().fold_batch_norm(), meta));
     }
     let dir = resolve_checkpoint(path)?;
     let mf = read_model_file(&dir)?;
     let mut model = mf.config.clone().with_num_classes(0).init(device);
     load_weights(&mut model, &dir.join(MODEL_FILE), false)?;
-    Ok((model.valid(), mf.meta))
+    Ok((model.valid().fold_batch_norm(), mf.meta))
 }
 
 /// `--pretrained_model`: loads weights into a training network. Accepts what

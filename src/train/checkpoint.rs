@@ -235,7 +235,7 @@ mod tests {
 
         let plain = Device::flex();
         let probe = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &plain);
-        let want: Vec<f32> = model.valid().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+        let want: Vec<f32> = model.valid().fold_batch_norm().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
         for p in [d.path().to_path_buf(), latest.clone(), latest.join(MODEL_FILE)] {
             let (m, mm) = load_inference_model(&p, &plain).unwrap();
             assert_eq!(mm, meta(3));
@@ -247,7 +247,7 @@ mod tests {
         let mut other = small(7).init(&ad);
         let msg = load_pretrained(&mut other, d.path()).unwrap();
         assert!(msg.contains("Logits layer initialised fresh"), "{msg}");
-        let got: Vec<f32> = other.valid().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
+        let got: Vec<f32> = other.valid().fold_batch_norm().forward(probe.clone()).prelogits.try_into_vec_as::<f32>().unwrap();
         assert_eq!(got, want);
         // same classes: logits too
         let mut same = small(3).init(&ad);

@@ -99,9 +99,10 @@ impl TrainStep {
         self.model.as_ref().expect("the network is back after every step")
     }
 
-    /// The network in inference mode (running statistics, no dropout) on the plain device.
+    /// The network in inference mode (running statistics, no dropout, batch norms folded
+    /// into the convolutions) on the plain device.
     pub fn inference_model(&self) -> InceptionResnetV1 {
-        self.model().valid()
+        self.model().valid().fold_batch_norm()
     }
 
     pub fn optimizer(&self) -> &Tf1Optimizer {
