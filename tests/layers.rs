@@ -36,19 +36,31 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The `crate::<module>` references of a file's code (comments and unit tests left out).
+fn ident(s: &str) -> String {
+    s.trim_start().chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect()
+}
+
+/// The `crate::<module>` references of a file's code (`crate::a::x`, `crate::{a, b::y}`),
+/// comments and test-only modules (`#[cfg(test)] mod ...`, by convention at the end) left out.
 fn references(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
+    let mut cfg_test = false;
     for (i, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        if line.trim_start().starts_with("#[cfg(test)]") {
+        let trimmed = line.trim_start();
+        if cfg_test && (trimmed.starts_with("mod ") || trimmed.starts_with("pub mod ")) {
             break;
         }
+        cfg_test = trimmed.starts_with("#[cfg(test)]");
+        let code = if trimmed.starts_with("//") { "" } else { line.split(" //").next().unwrap_or("") };
         let mut rest = code;
         while let Some(k) = rest.find("crate::") {
             rest = &rest[k + "crate::".len()..];
-            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-            out.push((i + 1, name));
+            if let Some(group) = rest.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or("");
+                out.extend(inner.split(',').map(ident).filter(|n| !n.is_empty()).map(|n| (i + 1, n)));
+            } else {
+                out.push((i + 1, ident(rest)));
+            }
         }
     }
     out
@@ -62,6 +74,8 @@ fn every_module_is_in_a_layer() {
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         if p.is_dir() {
             assert!(layer(&name).is_some(), "src/{name}/ is in no layer of tests/layers.rs");
+        } else {
+            assert!(name == "lib" || name == "main", "src/{name}.rs: a module belongs in a folder of its layer");
         }
     }
 }
@@ -89,6 +103,16 @@ fn layers_point_down() {
 
 #[test]
 fn the_check_sees_a_reference_upward() {
-    let refs = references("use crate::cli::x; // crate::demo in a comment\nfn f() { crate::train::go() }\n#[cfg(test)]\nuse crate::cli;");
-    assert_eq!(refs, vec![(1, "cli".to_string()), (2, "train".to_string())]);
+    let text = "use crate::cli::x; // crate::demo in a comment\n\
+                fn f() { crate::train::go() }\n\
+                use crate::{eval, model::load};\n\
+                #[cfg(test)]\n\
+                use crate::data;\n\
+                #[cfg(test)]\n\
+                mod tests {\n\
+                use crate::cli;\n\
+                }";
+    let names: Vec<(usize, String)> =
+        [(1, "cli"), (2, "train"), (3, "eval"), (3, "model"), (5, "data")].map(|(l, n)| (l, n.to_string())).into();
+    assert_eq!(references(text), names);
 }

@@ -23,6 +23,7 @@ pub fn scales(h: usize, w: usize, min_face_size: f64, factor: f64) -> Vec<f64> {
 pub fn level_size(h: usize, w: usize, scale: f64) -> (usize, usize) {
     ((h as f64 * scale).ceil() as usize, (w as f64 * scale).ceil() as usize)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

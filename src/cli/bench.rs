@@ -100,7 +100,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// Prints a benchmark's JSON line with the CPU it ran on (`"cpu"`: model, instruction sets,
 /// GEMM kernels), so that every figure says where it was measured.
 fn emit(mut v: serde_json::Value) {
-    v["cpu"] = serde_json::to_value(cpu_info()).unwrap_or_default();
+    v["cpu"] = serde_json::to_value(cpu_info()).unwrap_or_default(); // cheap: one /proc read
     v["threads"] = rayon::current_num_threads().into();
     println!("{v}");
 }

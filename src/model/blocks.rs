@@ -121,7 +121,7 @@ impl BasicConv2d {
         Self::new(in_ch, out_ch, kernel, 1, PaddingConfig2d::Same, bn, device)
     }
 
-    /// conv -> BN -> ReLU.
+    /// conv -> BN -> ReLU (once folded: conv with bias -> ReLU).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if self.folded {
             relu(self.conv.forward(x))
@@ -172,8 +172,13 @@ impl BasicConv2d {
 /// of what the fused GEMMs save.
 pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
     let widths: Vec<usize> = stems.iter().map(|l| l.conv.weight.dims()[0]).collect();
+    if stems.iter().any(|l| l.folded) && !stems.iter().all(|l| l.folded) {
+        // a mix (no network of ours makes one): each layer on its own
+        return stems.iter().map(|l| l.forward(x.clone())).collect();
+    }
     if stems.iter().all(|l| l.folded) {
         // inference with folded batch norms: one convolution with bias, one ReLU
+        debug_assert!(stems.iter().all(|l| l.conv.weight.dims()[2..] == [1, 1] && l.conv.stride == [1, 1]));
         let weight = Tensor::cat(stems.iter().map(|l| l.conv.weight.val()).collect(), 0);
         let bias = stems.iter().map(|l| l.conv.bias.as_ref().map(|b| b.val())).collect::<Option<Vec<_>>>().map(|b| Tensor::cat(b, 0));
         let y = relu(conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));

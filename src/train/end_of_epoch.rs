@@ -18,7 +18,6 @@ impl Training<'_> {
     /// LFW protocol (appended to `lfw_result.txt` as the reference does).
     pub fn evaluate(&self, rec: &mut EpochRecord) -> Result<()> {
         let (opts, data, state) = (self.opts, self.data, &self.state);
-        let inference = state.step.inference_model();
         let device = state.step.device();
         let every = opts.validate_every_n_epochs;
         let epoch = rec.epoch;
@@ -34,7 +33,8 @@ impl Training<'_> {
                 weights: state.step.loss_weights(),
                 bad: self.bad.clone(),
             };
-            let v = validate(&inference, &input, device);
+            // unfolded: the loss's weight-decay term is the penalty of the trained weights
+            let v = validate(&state.step.inference_model(), &input, device);
             rec.time_validate = v.seconds;
             rec.val = Some(v);
         }
@@ -51,7 +51,8 @@ impl Training<'_> {
                 subtract_mean: opts.lfw_subtract_mean,
                 ..EvalOptions::default()
             };
-            let m = evaluate_lfw(&inference, set, &embed, &eval, device)?;
+            // embeddings only: batch norms folded, as `facenet validate` runs a model
+            let m = evaluate_lfw(&state.step.inference_model().fold_batch_norm(), set, &embed, &eval, device)?;
             rec.time_evaluate = m.seconds;
             append_lfw_result(&state.dirs.log_dir, state.global_step, &m)?;
             rec.lfw = Some(m);

@@ -9,7 +9,8 @@
 //! centres of the batch's classes moved toward its prelogits               (crate::train::center_loss)
 //! ```
 //!
-//! [`TrainStep`] owns the network, the optimiser state and the class centres on one device;
+//! [`TrainStep`] owns the network (on the autodiff device), the optimiser state and the class
+//! centres (on the plain device of the same backend);
 //! the loop around it (data, learning rate, statistics, checkpoints) is in
 //! [`crate::train::trainer`].
 
@@ -99,10 +100,9 @@ impl TrainStep {
         self.model.as_ref().expect("the network is back after every step")
     }
 
-    /// The network in inference mode (running statistics, no dropout, batch norms folded
-    /// into the convolutions) on the plain device.
+    /// The network in inference mode (running statistics, no dropout) on the plain device.
     pub fn inference_model(&self) -> InceptionResnetV1 {
-        self.model().valid().fold_batch_norm()
+        self.model().valid()
     }
 
     pub fn optimizer(&self) -> &Tf1Optimizer {
