@@ -18,5 +18,14 @@ fn main() -> std::process::ExitCode {
         // SAFETY: called before any other thread exists.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
+    // Output into a pipe that closed (`facenet detect --json ... | head -n 1`) ends the process
+    // quietly, as with other Unix tools, instead of a "failed printing to stdout" panic: Rust
+    // ignores SIGPIPE, so a write gets EPIPE and `println!` panics. Files are written through
+    // `util::atomic` (a temporary file renamed into place), so nothing is left half-written.
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists; restores the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     facenet::cli::main_with_args(std::env::args_os().collect())
 }

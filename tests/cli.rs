@@ -247,3 +247,28 @@ fn train_then_validate_and_embed_with_the_model() {
     }
     assert_eq!(std::fs::read_to_string(npy.with_extension("txt")).unwrap().lines().count(), 6);
 }
+
+/// Output into a pipe whose reader has gone (`facenet ... | head -n 1`) ends the process
+/// quietly: killed by SIGPIPE like other Unix tools, no "failed printing to stdout" panic.
+#[cfg(unix)]
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let bin = assert_cmd::cargo::cargo_bin("facenet");
+    let out = std::process::Command::new(bin)
+        .args(["bench", "synth", "--images", "4", "--image_size", "32"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc_sigpipe()), "{:?}", out.status);
+}
+
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13 // SIGPIPE on Linux and the BSDs
+}
