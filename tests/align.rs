@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -21,9 +20,11 @@ use facenet::align::weights::{load_nets, weights_dir, weights_present};
 use facenet::align::{DetectorConfig, Mtcnn};
 use facenet::data::image_io::load_rgb;
 use facenet::data::resample::{resize_area_f64, resize_area_u8};
-use facenet::util::cache::testdata_dir;
 use image::ImageEncoder;
 use serde_json::Value;
+
+mod common;
+use common::photos;
 
 fn fixture(name: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mtcnn").join(name);
@@ -47,49 +48,6 @@ fn detector() -> Option<&'static Mtcnn> {
         Some(Mtcnn::new(load_nets(&d, &Device::flex()).unwrap(), DetectorConfig::default()))
     })
     .as_ref()
-}
-
-/// The sample photos of the insightface 2.1 wheel, fetched once into the cache.
-fn photos() -> Option<&'static Path> {
-    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = testdata_dir().join("insightface-2.1");
-        if dir.join("t1.jpg").is_file() && dir.join("Tom_Hanks_54745.png").is_file() {
-            return Some(dir);
-        }
-        let tmp = testdata_dir().join(format!(".download-{}", std::process::id()));
-        fs::create_dir_all(&tmp).ok()?;
-        let ok = Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "--disable-pip-version-check", "-d"])
-            .arg(&tmp)
-            .arg("insightface==2.1")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        let result = (|| {
-            if !ok {
-                return None;
-            }
-            let wheel = fs::read_dir(&tmp).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "whl"))?;
-            let mut zip = zip::ZipArchive::new(fs::File::open(wheel).ok()?).ok()?;
-            for i in 0..zip.len() {
-                let mut f = zip.by_index(i).ok()?;
-                let name = f.name().to_string();
-                if let Some(file) = name.strip_prefix("insightface/data/images/") {
-                    let mut bytes = Vec::new();
-                    f.read_to_end(&mut bytes).ok()?;
-                    facenet::util::atomic::write_atomic(&dir.join(file), &bytes).ok()?;
-                }
-            }
-            Some(dir.clone())
-        })();
-        let _ = fs::remove_dir_all(&tmp);
-        if result.is_none() {
-            eprintln!("SKIPPED: sample photos unavailable (python3 -m pip download insightface==2.1 failed)");
-        }
-        result
-    })
-    .as_deref()
 }
 
 /// The dev script's deterministic test image: `(x*x*3 + y*7 + c*50 + x*y) % 256`.

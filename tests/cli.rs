@@ -37,6 +37,32 @@ fn reference_command_lines_give_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
 }
 
+/// `--device` is on every computing subcommand; a backend this binary lacks, or a name that
+/// is none, is a clear error, never a panic.
+#[test]
+fn device_option_everywhere_and_clear_errors() {
+    for sub in ["train", "embed", "validate", "align", "detect", "compare", "demo"] {
+        let help = stdout_of(facenet().args([sub, "--help"]));
+        assert!(help.contains("--device <DEVICE>"), "{sub} --help:\n{help}");
+    }
+    for b in ["train", "embed", "align"] {
+        assert!(stdout_of(facenet().args(["bench", b, "--help"])).contains("--device"), "bench {b}");
+    }
+    let out = facenet().args(["detect", "--device", "gpu", "x.jpg"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected auto, cpu, vulkan"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let out = facenet().args(["train", "--device", "cuda", "--data_dir", "/nonexistent/x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`cuda` feature") && !err.contains("panicked"), "{err}");
+    }
+    // $FACENET_DEVICE is the default of --device
+    let out = facenet().env("FACENET_DEVICE", "nonsense").args(["detect", "x.jpg"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn synth(dir: &Path, extra: &[&str]) -> String {
     let mut c = facenet();
     c.arg("synth").arg(dir).args([

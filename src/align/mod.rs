@@ -25,9 +25,8 @@ pub use bench::{bench_align, AlignBench};
 pub use detector::{DetectorConfig, Face, Mtcnn, StageTimes};
 pub use job::{align_dataset, AlignOptions, AlignSummary, Shard};
 
-/// Loads the detector on the default device, fetching the weights first if needed.
-pub fn load_detector(config: DetectorConfig) -> Result<Mtcnn, weights::WeightsError> {
+/// Loads the detector on `device`, fetching the weights first if needed.
+pub fn load_detector(config: DetectorConfig, device: &burn::tensor::Device) -> Result<Mtcnn, weights::WeightsError> {
     let dir = weights::ensure_weights()?;
-    let device = burn::tensor::Device::default();
-    Ok(Mtcnn::new(weights::load_nets(&dir, &device)?, config))
+    Ok(Mtcnn::new(weights::load_nets(&dir, device)?, config))
 }

@@ -6,6 +6,7 @@ use clap::Args;
 use super::detect::DetectorArgs;
 use crate::align::{align_dataset, load_detector, AlignOptions, Shard};
 use crate::data::dataset::expand_tilde;
+use crate::util::device::DeviceArg;
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -44,6 +45,8 @@ pub struct AlignArgs {
     pub shard: Option<Shard>,
     #[command(flatten)]
     pub detector: DetectorArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn run(a: AlignArgs) -> Result<()> {
@@ -64,8 +67,9 @@ pub fn run(a: AlignArgs) -> Result<()> {
         shard: a.shard,
         progress: true,
     };
-    eprintln!("Creating networks and loading parameters");
-    let mtcnn = load_detector(config)?;
+    let device = a.device.open()?;
+    eprintln!("Creating networks and loading parameters on {}", device.description);
+    let mtcnn = load_detector(config, &device.device)?;
     let summary = align_dataset(&opts, &mtcnn).with_context(|| format!("aligning {}", a.input_dir))?;
     println!("{summary}");
     Ok(())

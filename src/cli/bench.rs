@@ -17,6 +17,7 @@ use crate::model::registry::{model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
 use crate::train::{TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
+use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::median;
 
 #[derive(Args, Debug)]
@@ -39,6 +40,8 @@ pub enum BenchWhat {
 
 #[derive(Args, Debug)]
 pub struct AlignBenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// Photos to align (default: the demo's sample photos)
     pub images: Vec<std::path::PathBuf>,
     /// Timed passes over the photos (after one warm-up pass)
@@ -48,6 +51,8 @@ pub struct AlignBenchArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainBench {
+    #[command(flatten)]
+    pub device: DeviceArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
     #[arg(long, default_value_t = 32)]
@@ -64,6 +69,8 @@ pub struct TrainBench {
 
 #[derive(Args, Debug)]
 pub struct EmbedBench {
+    #[command(flatten)]
+    pub device: DeviceArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
     #[arg(long, default_value_t = 32)]
@@ -98,10 +105,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 /// Prints a benchmark's JSON line with the CPU it ran on (`"cpu"`: model, instruction sets,
-/// GEMM kernels), so that every figure says where it was measured.
-fn emit(mut v: serde_json::Value) {
+/// GEMM kernels) and the device it computed on (`"device"`, `"device_name"`), so that every
+/// figure says where it was measured.
+fn emit(device: &ChosenDevice, mut v: serde_json::Value) {
     v["cpu"] = serde_json::to_value(cpu_info()).unwrap_or_default(); // cheap: one /proc read
     v["threads"] = rayon::current_num_threads().into();
+    v["device"] = device.spec.to_string().into();
+    v["device_name"] = device.description.clone().into();
     println!("{v}");
 }
 
@@ -124,7 +134,8 @@ pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
 }
 
 fn embed(b: EmbedBench) -> Result<()> {
-    let device = Device::default();
+    let chosen = b.device.open()?;
+    let device = chosen.device.clone();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
     // as `facenet embed` loads a model: inference mode, batch norms folded
     let model = model_from_def(&b.model_def, &opts, &device)?.valid().fold_batch_norm();
@@ -158,8 +169,11 @@ fn embed(b: EmbedBench) -> Result<()> {
         peak_rss_mib().unwrap_or(f64::NAN),
         rayon::current_num_threads()
     );
-    emit(serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
-            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}));
+    emit(
+        &chosen,
+        serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
+            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}),
+    );
     Ok(())
 }
 
@@ -184,6 +198,7 @@ fn synth(b: SynthBench) -> Result<()> {
         bytes as f64 / b.images as f64 / 1024.0
     );
     emit(
+        &DeviceSpec::Cpu.open()?,
         serde_json::json!({"bench": "synth", "images": b.images, "image_size": b.image_size, "seconds": s, "images_per_s": b.images as f64 / s}),
     );
     Ok(())
@@ -192,7 +207,8 @@ fn synth(b: SynthBench) -> Result<()> {
 /// The training step of `facenet train` ([`TrainStep`]: same loss, optimiser and centre
 /// update) on random input, timed.
 fn train(b: TrainBench) -> Result<()> {
-    let device = Device::default();
+    let chosen = b.device.open()?;
+    let device = chosen.device.clone();
     let ad = device.clone().autodiff();
     // the reference's CASIA-WebFace recipe
     let recipe = TrainOptions::parse_from([
@@ -236,18 +252,25 @@ fn train(b: TrainBench) -> Result<()> {
         med,
         peak_rss_mib().unwrap_or(f64::NAN)
     );
-    emit(serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
-            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}));
+    emit(
+        &chosen,
+        serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
+            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}),
+    );
     Ok(())
 }
 
 fn align(b: AlignBenchArgs) -> Result<()> {
     let images = if b.images.is_empty() { crate::demo::samples::ensure_samples()? } else { b.images };
-    let mtcnn = crate::align::load_detector(crate::align::DetectorConfig::default())?;
+    let chosen = b.device.open()?;
+    let mtcnn = crate::align::load_detector(crate::align::DetectorConfig::default(), &chosen.device)?;
     let r = crate::align::bench_align(&images, &mtcnn, b.repeats)?;
     print!("bench {r}");
-    emit(serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
+    emit(
+        &chosen,
+        serde_json::json!({"bench": "align", "images": r.images, "repeats": r.repeats, "images_per_s": r.images_per_s(),
             "s_per_image": r.per_image(r.total), "detect_median_s": r.detect_median_s(), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
-            "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()}));
+            "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()}),
+    );
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::prelude::Device;
 use clap::Args;
 use image::RgbImage;
 
@@ -14,9 +13,12 @@ use crate::data::image_io::load_rgb;
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
+use crate::util::device::DeviceArg;
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// [MODEL] IMAGE...: with --model, every argument is an image; without it, the first
     /// argument is the model (the reference's `compare.py MODEL IMAGE...`)
     #[arg(required = true)]
@@ -58,10 +60,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if images.is_empty() {
         bail!("give at least one image to compare");
     }
-    let device = Device::default();
+    let device = a.device.open()?.device;
     let (model, meta) =
         load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
-    let mtcnn = load_detector(DetectorConfig::default())?;
+    let mtcnn = load_detector(DetectorConfig::default(), &device)?;
     let mut kept = Vec::new();
     let mut faces = Vec::new();
     for p in &images {

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::demo::{run_demo, DemoOptions};
+use crate::util::device::DeviceArg;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -24,10 +25,12 @@ pub struct DemoArgs {
     /// Synthetic training identities [default: 150; 12 with --quick]
     #[arg(long)]
     pub identities: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let mut o = DemoOptions { out_dir: a.out_dir, skip_photos: a.skip_photos, ..DemoOptions::default() };
+    let mut o = DemoOptions { out_dir: a.out_dir, skip_photos: a.skip_photos, device: a.device.device, ..DemoOptions::default() };
     if a.quick {
         o = DemoOptions {
             identities: 12,

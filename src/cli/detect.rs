@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::align::{load_detector, DetectorConfig, Face};
 use crate::data::image_io::load_rgb;
+use crate::util::device::DeviceArg;
 
 /// The detector's parameters (shared by `detect` and `align`).
 #[derive(Args, Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct DetectArgs {
     pub json: bool,
     #[command(flatten)]
     pub detector: DetectorArgs,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -86,7 +89,7 @@ pub fn faces_json(image: &str, faces: &[Face]) -> String {
 }
 
 pub fn run(a: DetectArgs) -> Result<()> {
-    let mtcnn = load_detector(a.detector.config()?)?;
+    let mtcnn = load_detector(a.detector.config()?, &a.device.open()?.device)?;
     let mut failed = 0;
     for path in &a.images {
         let shown = path.display().to_string();

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::prelude::Device;
 use clap::Args;
 use image::RgbImage;
 
@@ -17,10 +16,13 @@ use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
 use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceArg;
 use crate::util::progress;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// Images, or folders searched recursively for images
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -92,7 +94,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
-    let device = Device::default();
+    let device = a.device.open()?.device;
     let paths = collect_images(&a.inputs)?;
     if paths.is_empty() {
         bail!("no images found in {:?}", a.inputs);
@@ -104,7 +106,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         standardization: if a.use_fixed_image_standardization { Standardization::Fixed } else { meta.standardization },
         use_flipped_images: a.use_flipped_images,
     };
-    let mtcnn = if a.align { Some(load_detector(DetectorConfig::default())?) } else { None };
+    let mtcnn = if a.align { Some(load_detector(DetectorConfig::default(), &device)?) } else { None };
     let pb = progress::bar(paths.len() as u64, "img");
     pb.set_message(if a.align { "aligning + embedding" } else { "embedding" });
     let mut rows: Vec<f32> = Vec::new();

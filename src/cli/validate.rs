@@ -12,6 +12,7 @@ use crate::eval::summary::print_summary;
 use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceArg;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -66,6 +67,8 @@ pub struct ValidateArgs {
     /// Write an HTML report (ROC, distance histograms, per-fold table, worst errors)
     #[arg(long)]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn run(a: ValidateArgs) -> Result<()> {
@@ -115,7 +118,9 @@ fn evaluate_model(dir: &Path, model_path: &Path, a: &ValidateArgs, opts: &EvalOp
         skip_missing: a.skip_missing,
         show_progress: true,
     };
-    let v = verify_model(dir, &a.lfw_pairs, model_path, &vo, opts)?;
+    let device = a.device.open()?;
+    eprintln!("Device: {}", device.description);
+    let v = verify_model(dir, &a.lfw_pairs, model_path, &vo, opts, &device.device)?;
     if v.dropped_pairs > 0 {
         eprintln!("warning: {} pairs dropped: image missing (--skip_missing)", v.dropped_pairs);
     }

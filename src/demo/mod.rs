@@ -26,6 +26,7 @@ use crate::synth::{generate, SynthConfig};
 use crate::train::options::TrainOptions;
 use crate::train::{train_with_console, Console, TrainSummary};
 use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceSpec;
 
 /// The demo's knobs; the defaults are the few-minute CPU run.
 #[derive(Clone, Debug)]
@@ -44,6 +45,8 @@ pub struct DemoOptions {
     /// Skip the real photos (no weights or photos needed).
     pub skip_photos: bool,
     pub seed: u64,
+    /// Where detection, training and validation compute (`--device`).
+    pub device: DeviceSpec,
 }
 
 impl Default for DemoOptions {
@@ -61,6 +64,7 @@ impl Default for DemoOptions {
             pairs_per_fold: 30,
             skip_photos: false,
             seed: 666,
+            device: DeviceSpec::Auto,
         }
     }
 }
@@ -99,6 +103,9 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     let out = &o.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut timings = Vec::new();
+    let chosen = o.device.open()?;
+    println!("Device: {}", chosen.description);
+    let device = &chosen.device;
 
     // 1-2. Real photos.
     let t = Instant::now();
@@ -106,7 +113,7 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     let (photos, photo_note) = if o.skip_photos {
         (Vec::new(), Some("skipped (--skip_photos)".to_string()))
     } else {
-        match samples::ensure_samples().and_then(|p| Ok((p, load_detector(DetectorConfig::default())?))) {
+        match samples::ensure_samples().and_then(|p| Ok((p, load_detector(DetectorConfig::default(), device)?))) {
             Ok((paths, mtcnn)) => {
                 timings.push(("fetch".into(), t.elapsed().as_secs_f64()));
                 let t = Instant::now();
@@ -147,7 +154,7 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     step(4, "Training the small Inception-ResNet-v1 (softmax + center loss, RMSProp, schedule file)");
     let schedule = out.join("learning_rate_schedule_demo.txt");
     write_atomic(&schedule, DEMO_SCHEDULE.as_bytes())?;
-    let args = training_args(o, &synth_dir, &schedule);
+    let args = training_args(&DemoOptions { device: chosen.spec, ..o.clone() }, &synth_dir, &schedule);
     println!("  facenet {}", args[1..].join(" "));
     // parsed exactly as `facenet train` parses its command line
     let train_options = TrainOptions::parse_from(&args[1..]).context("demo training options")?;
@@ -159,7 +166,7 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     step(5, "Validating the trained model on the held-out pairs (LFW protocol)");
     let model = training.model_dir.clone();
     let vo = VerifyOptions { batch_size: 100, show_progress: true, ..VerifyOptions::default() };
-    let verification = verify_model(&synth_dir.join("pairs"), &synth_dir.join("pairs.txt"), &model, &vo, &EvalOptions::default())?;
+    let verification = verify_model(&synth_dir.join("pairs"), &synth_dir.join("pairs.txt"), &model, &vo, &EvalOptions::default(), device)?;
     crate::eval::summary::print_summary(&verification.evaluation);
     timings.push(("validate".into(), t.elapsed().as_secs_f64()));
 
@@ -201,6 +208,9 @@ pub fn training_args(o: &DemoOptions, synth_dir: &Path, schedule: &Path) -> Vec<
     push("--center_loss_factor", "1e-2".into());
     push("--center_loss_alfa", "0.9".into());
     push("--seed", o.seed.to_string());
+    if o.device != DeviceSpec::Auto {
+        push("--device", o.device.to_string());
+    }
     v
 }
 

@@ -35,11 +35,17 @@ pub struct Verification {
 }
 
 /// Loads the model at `model_path` and evaluates it on `pairs_file` with images under `dir`.
-pub fn verify_model(dir: &Path, pairs_file: &Path, model_path: &Path, vo: &VerifyOptions, eo: &EvalOptions) -> Result<Verification> {
-    let device = Device::default();
+pub fn verify_model(
+    dir: &Path,
+    pairs_file: &Path,
+    model_path: &Path,
+    vo: &VerifyOptions,
+    eo: &EvalOptions,
+    device: &Device,
+) -> Result<Verification> {
     let pairs = read_pairs(pairs_file)?;
     let (paths, issame, dropped) = resolve_pairs(dir, &pairs.pairs, vo.skip_missing)?;
-    let (model, meta) = load_inference_model(model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
+    let (model, meta) = load_inference_model(model_path, device).with_context(|| format!("cannot load model {}", model_path.display()))?;
     let opts = EmbedOptions {
         image_size: vo.image_size.unwrap_or(meta.image_size),
         batch_size: vo.batch_size.max(1),
@@ -51,7 +57,7 @@ pub fn verify_model(dir: &Path, pairs_file: &Path, model_path: &Path, vo: &Verif
     unique.dedup();
     let pb = if vo.show_progress { progress::bar(unique.len() as u64, "img") } else { indicatif::ProgressBar::hidden() };
     pb.set_message("embedding");
-    let emb = embed_paths(&model, &unique, &opts, &device, |n| pb.inc(n as u64))?;
+    let emb = embed_paths(&model, &unique, &opts, device, |n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     let dim = emb.len() / unique.len().max(1);
     let mut flat = Vec::with_capacity(paths.len() * dim);

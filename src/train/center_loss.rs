@@ -48,11 +48,11 @@ impl CenterLoss {
         self.centers.clone().select(0, labels.clone())
     }
 
-    /// `mean((prelogits - batch_centers)^2)`, differentiable in `prelogits` only;
-    /// `batch_centers` is copied onto the prelogits' device as a constant.
+    /// `mean((prelogits - batch_centers)^2)`, differentiable in `prelogits` only:
+    /// `batch_centers` (plain, on the same device) enters the autodiff graph as a constant,
+    /// with no copy through the host.
     pub fn loss(prelogits: Tensor<2>, batch_centers: &Tensor<2>) -> Tensor<1> {
-        let c = Tensor::<2>::from_data(batch_centers.to_data(), &prelogits.device());
-        (prelogits - c).square().mean()
+        (prelogits - batch_centers.clone()).square().mean()
     }
 
     /// Moves the centres of `labels` toward `prelogits` (plain tensors, no gradient), using

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::dataset::expand_tilde;
 use crate::data::preprocess::Standardization;
 use crate::eval::metrics::DistanceMetric;
+use crate::util::device::DeviceSpec;
 
 /// The optimisers of the reference, with its fixed hyper-parameters (TF1 semantics; see
 /// [`crate::train::optim`]).
@@ -191,6 +192,11 @@ pub struct TrainOptions {
     /// --max_nrof_epochs to extend a run)
     #[arg(long)]
     pub resume: Option<String>,
+    /// Where to train: auto (the first GPU an enabled GPU backend finds, else the CPU), cpu,
+    /// vulkan[:N|:cpu], wgpu[:N|:cpu], cuda[:N], tch[:N|:cpu] (as built; also $FACENET_DEVICE).
+    /// Not a property of the run: a resumed run trains where this says
+    #[arg(long, default_value = "auto", env = "FACENET_DEVICE")]
+    pub device: DeviceSpec,
 }
 
 /// A command line with only the `train` options, for computing defaults and parsing stored
@@ -321,7 +327,7 @@ impl TrainOptions {
         let mut changed = Vec::new();
         if let (Some(d), Some(g), Some(m)) = (defaults.as_object(), given.as_object(), merged.as_object_mut()) {
             for (k, v) in g {
-                if k == "resume" {
+                if k == "resume" || k == "device" {
                     continue;
                 }
                 if d.get(k) != Some(v) && m.get(k) != Some(v) {
@@ -332,6 +338,7 @@ impl TrainOptions {
         }
         let mut out: TrainOptions = serde_json::from_value(merged)?;
         out.resume = self.resume.clone();
+        out.device = self.device;
         for fixed in ["model_def", "embedding_size"] {
             if changed.iter().any(|c| c == fixed) {
                 bail!("--{fixed} cannot change when resuming a run (the checkpoint fixes the network)");

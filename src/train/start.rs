@@ -131,9 +131,8 @@ pub struct RunState {
 impl RunState {
     /// A fresh run (weights from the seed, or `--pretrained_model`), or the latest checkpoint
     /// of the `resume_dir` run.
-    pub fn build(opts: &TrainOptions, data: &TrainData, resume_dir: Option<&Path>, console: Console) -> Result<Self> {
+    pub fn build(opts: &TrainOptions, data: &TrainData, resume_dir: Option<&Path>, device: &Device, console: Console) -> Result<Self> {
         let model_def = canonical_name(&opts.model_def).ok_or_else(|| anyhow!("unknown --model_def '{}'", opts.model_def))?.to_string();
-        let device = Device::default();
         let ad = device.clone().autodiff();
         let checkpoint = match resume_dir {
             Some(dir) => latest_checkpoint(dir)?,
@@ -174,8 +173,8 @@ impl RunState {
             let mut m = config.init(&ad);
             load_weights(&mut m, &ckpt.join(MODEL_FILE), true)?;
             model = m;
-            optimizer.load_state(&st.optimizer, st.state.optimizer_steps, &device)?;
-            centers = CenterLoss::from_values(st.centers.1, num_classes, config.embedding_size, opts.center_loss_alfa, &device)?;
+            optimizer.load_state(&st.optimizer, st.state.optimizer_steps, device)?;
+            centers = CenterLoss::from_values(st.centers.1, num_classes, config.embedding_size, opts.center_loss_alfa, device)?;
             stream = IndexStream::from_state(n_train, opts.seed, st.state.index_stream_pass, st.state.index_stream_pos);
             global_step = st.state.global_step;
             start_epoch = st.state.epoch + 1;
@@ -187,7 +186,7 @@ impl RunState {
                 console.say(format_args!("Pre-trained model: {msg}"));
             }
             model = m;
-            centers = CenterLoss::new(num_classes, config.embedding_size, opts.center_loss_alfa, &device);
+            centers = CenterLoss::new(num_classes, config.embedding_size, opts.center_loss_alfa, device);
             stream = IndexStream::new(n_train, opts.seed);
             dirs = match resume_dir {
                 // resumed before the first checkpoint: start over in the same folders
@@ -205,7 +204,7 @@ impl RunState {
             standardization: opts.standardization(),
             num_classes,
         };
-        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), &device);
+        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device);
         Ok(RunState { step, ad, stream, global_step, start_epoch, dirs, checkpoint, config, meta })
     }
 }
@@ -242,8 +241,9 @@ impl RunLogs {
 }
 
 /// Phase 5: the run's folders, data and recipe, before the first step.
-pub fn print_header(console: Console, opts: &TrainOptions, data: &TrainData, state: &RunState) {
+pub fn print_header(console: Console, opts: &TrainOptions, data: &TrainData, state: &RunState, device: &str) {
     let say = |line: std::fmt::Arguments| console.say(line);
+    say(format_args!("Device: {device}"));
     say(format_args!("Model directory: {}", state.dirs.model_dir.display()));
     say(format_args!("Log directory: {}", state.dirs.log_dir.display()));
     if let Some(c) = &state.checkpoint {

@@ -50,6 +50,8 @@ pub struct TrainSummary {
     pub history: Vec<EpochRecord>,
     pub stop_reason: StopReason,
     pub meta: ModelMeta,
+    /// The device trained on, for people (`cpu (AMD EPYC ..., 2 threads)`).
+    pub device: String,
     /// Wall-clock seconds of this call.
     pub seconds: f64,
 }
@@ -80,6 +82,7 @@ pub fn print_summary(s: &TrainSummary) {
         StopReason::Observer => "stopped by the caller".to_string(),
     };
     println!("Training finished ({why}): {} epoch(s) done, {} steps, {:.1} min", s.epochs_completed, s.global_step, s.seconds / 60.0);
+    println!("  device      {}", s.device);
     if let Some(c) = &s.last_checkpoint {
         println!("  checkpoint  {}", c.display());
     }

@@ -72,11 +72,14 @@ pub fn train(opts: &TrainOptions, observer: &mut dyn TrainObserver) -> Result<Tr
 /// [`train`] with control over console output.
 pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver, console: Console) -> Result<TrainSummary> {
     let started = Instant::now();
-    let (opts, resume_dir) = resolve_options(opts)?;
+    let (mut opts, resume_dir) = resolve_options(opts)?;
+    // the one place the run's device is chosen; arguments.txt records it resolved
+    let device = opts.device.open()?;
+    opts.device = device.spec;
     let data = TrainData::load(&opts)?;
-    let state = RunState::build(&opts, &data, resume_dir.as_deref(), console)?;
+    let state = RunState::build(&opts, &data, resume_dir.as_deref(), &device.device, console)?;
     let logs = RunLogs::open(&opts, &state)?;
-    print_header(console, &opts, &data, &state);
+    print_header(console, &opts, &data, &state, &device.description);
 
     let mut run = Training::new(&opts, &data, state, logs, console);
     let mut history = Vec::new();
@@ -110,6 +113,7 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
         history,
         stop_reason,
         meta: run.state.meta,
+        device: device.description.clone(),
         seconds: started.elapsed().as_secs_f64(),
     };
     if !console.quiet {

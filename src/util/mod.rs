@@ -5,6 +5,7 @@ pub mod args;
 pub mod atomic;
 pub mod cache;
 pub mod cpu;
+pub mod device;
 pub mod progress;
 pub mod wheel;
 

@@ -1,0 +1,254 @@
+//! The GPU code path, tested without a GPU: burn's wgpu runtime on a CPU Vulkan driver
+//! (Mesa's lavapipe, Debian package `mesa-vulkan-drivers`) must agree with the CPU backend.
+//!
+//! Built only with a GPU feature: `cargo test --release --features vulkan --test gpu`.
+//! The device is `$FACENET_TEST_DEVICE` (default `vulkan:cpu`, or `wgpu:cpu` in a wgpu-only
+//! build); on a machine with a real GPU, `FACENET_TEST_DEVICE=vulkan:0` runs the same checks
+//! there. When the device cannot be opened the tests skip with a message, unless
+//! `FACENET_REQUIRE_GPU_TESTS=1` (set by CI, so a broken driver setup fails rather than skips).
+#![cfg(any(feature = "vulkan", feature = "wgpu"))]
+
+mod common;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use facenet::align::boxes::iou;
+use facenet::align::weights::{load_nets, weights_dir, weights_present};
+use facenet::align::{DetectorConfig, Mtcnn};
+use facenet::data::image_io::load_rgb;
+use facenet::data::npy::read_matrix;
+use facenet::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+use facenet::model::load::load_weights;
+use facenet::train::center_loss::CenterLoss;
+use facenet::train::loss::LossWeights;
+use facenet::train::optim::Tf1Optimizer;
+use facenet::train::{OptimizerKind, TrainStep};
+use facenet::util::device::{ChosenDevice, DeviceSpec};
+
+fn test_device_spec() -> String {
+    std::env::var("FACENET_TEST_DEVICE").unwrap_or_else(|_| if cfg!(feature = "vulkan") { "vulkan:cpu" } else { "wgpu:cpu" }.to_string())
+}
+
+/// The device under test, or `None` (test skipped) when it cannot be opened here.
+fn gpu() -> Option<ChosenDevice> {
+    let spec: DeviceSpec = test_device_spec().parse().expect("FACENET_TEST_DEVICE");
+    match spec.open() {
+        Ok(d) => {
+            eprintln!("device under test: {}", d.description);
+            Some(d)
+        }
+        Err(e) => {
+            if std::env::var("FACENET_REQUIRE_GPU_TESTS").is_ok_and(|v| v == "1") {
+                panic!("FACENET_REQUIRE_GPU_TESTS=1 but {e}");
+            }
+            eprintln!("SKIPPED: {e} (install mesa-vulkan-drivers for lavapipe)");
+            None
+        }
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
+}
+
+/// A deterministic pseudo-random batch `[n, 3, s, s]` in about [-1, 1].
+fn batch(n: usize, s: usize) -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n * 3 * s * s)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn small_config() -> InceptionResnetV1Config {
+    // keep_probability 1: dropout masks come from each backend's own generator
+    InceptionResnetV1Config::small(16, 1.0, 4)
+}
+
+/// The same initial weights on `device` (autodiff), read from `file`.
+fn model_from(file: &Path, device: &Device) -> InceptionResnetV1 {
+    let mut m = small_config().init(&device.clone().autodiff());
+    load_weights(&mut m, file, true).unwrap();
+    m
+}
+
+fn flat(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// A sample of the weights: first, a middle and the last convolution, and the logits.
+fn weight_sample(m: &InceptionResnetV1) -> Vec<Vec<f32>> {
+    let convs = m.conv_weights();
+    let mut v: Vec<Vec<f32>> = [0, convs.len() / 2, convs.len() - 1].iter().map(|&i| flat(convs[i].clone())).collect();
+    for w in m.fc_weights() {
+        v.push(w.into_data().convert::<f32>().to_vec().unwrap());
+    }
+    v
+}
+
+fn step_on(device: &Device, file: &Path) -> TrainStep {
+    let weights = LossWeights { weight_decay: 5e-5, center_loss_factor: 1e-2, prelogits_norm_loss_factor: 5e-4, prelogits_norm_p: 1.0 };
+    TrainStep::new(
+        model_from(file, device),
+        Tf1Optimizer::new(OptimizerKind::Rmsprop),
+        CenterLoss::new(4, 16, 0.9, device),
+        weights,
+        device,
+    )
+}
+
+#[test]
+fn training_steps_agree_with_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("init.safetensors");
+    let init = small_config().init(&cpu);
+    init.save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
+
+    let (n, s) = (6, 64);
+    let x = batch(n, s);
+    let labels = [0i64, 1, 2, 3, 1, 2];
+    let mut steps = [step_on(&cpu, &file), step_on(&gpu.device, &file)];
+    // forward (loss terms), backward and two RMSProp + centre updates
+    for k in 0..2 {
+        let values: Vec<_> = steps
+            .iter_mut()
+            .map(|st| {
+                let ad = st.device().clone().autodiff();
+                let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), &ad);
+                st.run(t, &labels, 0.01).unwrap()
+            })
+            .collect();
+        let (c, g) = (&values[0], &values[1]);
+        for (name, a, b) in [("total", c.total, g.total), ("xent", c.xent, g.xent), ("reg", c.reg, g.reg), ("center", c.center, g.center)] {
+            assert!(rel(a, b) < 1e-3, "step {k} {name}: cpu {a} gpu {b}");
+        }
+    }
+    let (wc, wg) = (weight_sample(steps[0].model()), weight_sample(steps[1].model()));
+    for (i, (a, b)) in wc.iter().zip(&wg).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+        assert!(diff <= 1e-3 * scale, "weights {i}: max difference {diff} at scale {scale}");
+    }
+    let (cc, cg) = (steps[0].centers().values().unwrap(), steps[1].centers().values().unwrap());
+    let scale = cc.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let diff = cc.iter().zip(&cg).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+    assert!(scale > 0.0 && diff <= 1e-3 * scale, "centres: max difference {diff} at scale {scale}");
+}
+
+#[test]
+fn inference_embeddings_agree_with_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("init.safetensors");
+    small_config().init(&cpu).save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
+    let (n, s) = (4, 64);
+    let x = batch(n, s);
+    let embed = |device: &Device| -> Vec<f32> {
+        let m = model_from(&file, device).valid().fold_batch_norm();
+        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), device);
+        m.embed(t).into_data().convert::<f32>().to_vec().unwrap()
+    };
+    let (a, b) = (embed(&cpu), embed(&gpu.device));
+    for (i, (ea, eb)) in a.chunks(16).zip(b.chunks(16)).enumerate() {
+        let dot: f32 = ea.iter().zip(eb).map(|(p, q)| p * q).sum();
+        assert!(dot >= 0.9999, "image {i}: cosine {dot}");
+    }
+    // labels as int tensors on the device: a gather that the training step relies on
+    let centers = CenterLoss::from_values((0..8).map(|v| v as f32).collect(), 4, 2, 0.5, &gpu.device).unwrap();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0], [2]), &gpu.device);
+    let picked: Vec<f32> = centers.batch_centers(&labels).into_data().convert::<f32>().to_vec().unwrap();
+    assert_eq!(picked, [6.0, 7.0, 0.0, 1.0]);
+}
+
+#[test]
+fn mtcnn_finds_the_same_faces() {
+    let Some(gpu) = gpu() else { return };
+    let d = weights_dir();
+    if !weights_present(&d) {
+        eprintln!("SKIPPED: MTCNN weights not in {} (run `facenet fetch-weights`)", d.display());
+        return;
+    }
+    let Some(photos) = common::photos() else { return };
+    let img = load_rgb(&photos.join("t1.jpg")).unwrap();
+    let on = |device: &Device| Mtcnn::new(load_nets(&d, device).unwrap(), DetectorConfig::default()).detect(&img);
+    let (c, g) = (on(&Device::flex()), on(&gpu.device));
+    assert!(c.len() >= 5, "the group photo has several faces: {}", c.len());
+    assert_eq!(c.len(), g.len(), "faces: cpu {} gpu {}", c.len(), g.len());
+    for f in &c {
+        let best = g.iter().map(|h| iou(f.bbox, h.bbox)).fold(0.0, f64::max);
+        assert!(best >= 0.99, "face {:?}: best IoU on the GPU {best}", f.bbox);
+    }
+}
+
+fn facenet() -> Command {
+    let mut c = Command::cargo_bin("facenet").unwrap();
+    c.env("FACENET_NO_PROGRESS", "1").env_remove("FACENET_DEVICE").current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "failed:\n{stdout}\n{stderr}");
+    stdout + &stderr
+}
+
+/// `facenet train --device ...` end to end on synthetic data, then `embed` of its model on
+/// the device and on the CPU.
+#[test]
+fn train_and_embed_run_on_the_device() {
+    let Some(gpu) = gpu() else { return };
+    let spec = gpu.spec.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let syn = home.path().join("syn");
+    run_ok(facenet().arg("synth").arg(&syn).args(["--identities", "4", "--images_per_identity", "4", "--image_size", "40"]).args([
+        "--pairs_identities",
+        "2",
+        "--pairs_folds",
+        "2",
+        "--pairs_per_fold",
+        "2",
+        "--no_baseline",
+    ]));
+    let (logs, models) = (home.path().join("logs"), home.path().join("models"));
+    let out = run_ok(
+        facenet()
+            .arg("train")
+            .arg("--data_dir")
+            .arg(syn.join("train"))
+            .arg("--logs_base_dir")
+            .arg(&logs)
+            .arg("--models_base_dir")
+            .arg(&models)
+            .args(["--model_def", "inception_resnet_v1_small", "--image_size", "32", "--embedding_size", "16", "--batch_size", "8"])
+            .args(["--epoch_size", "2", "--max_nrof_epochs", "1", "--optimizer", "RMSPROP", "--learning_rate", "0.01"])
+            .args(["--center_loss_factor", "0.01", "--keep_probability", "0.8", "--device", &spec]),
+    );
+    assert!(out.contains(&format!("Device: {spec}")), "{out}");
+    let run = std::fs::read_dir(&logs).unwrap().next().unwrap().unwrap().path();
+    let args = std::fs::read_to_string(run.join("arguments.txt")).unwrap();
+    assert!(args.lines().any(|l| l == format!("device: {spec}")), "{args}");
+    let model = std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path();
+    let image = syn.join("train").read_dir().unwrap().next().unwrap().unwrap().path();
+    let embed = |device: &str| -> Vec<f64> {
+        let npy = home.path().join(format!("emb-{}.npy", device.replace(':', "-")));
+        run_ok(facenet().arg("embed").arg(&image).arg("--model").arg(&model).args(["--device", device]).arg("-o").arg(&npy));
+        read_matrix(&npy).unwrap().0
+    };
+    let (c, g) = (embed("cpu"), embed(&spec));
+    assert_eq!(c.len(), 16);
+    let dot: f64 = c.iter().zip(&g).map(|(a, b)| a * b).sum();
+    assert!(dot >= 0.9999, "cosine {dot}");
+}
