@@ -26,6 +26,7 @@ use facenet::model::load::load_weights;
 use facenet::train::center_loss::CenterLoss;
 use facenet::train::loss::LossWeights;
 use facenet::train::optim::Tf1Optimizer;
+use facenet::train::parity::{device_parity, test_batch};
 use facenet::train::{OptimizerKind, TrainStep};
 use facenet::util::device::{ChosenDevice, DeviceSpec};
 
@@ -55,19 +56,6 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
 }
 
-/// A deterministic pseudo-random batch `[n, 3, s, s]` in about [-1, 1].
-fn batch(n: usize, s: usize) -> Vec<f32> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..n * 3 * s * s)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
 fn small_config() -> InceptionResnetV1Config {
     // keep_probability 1: dropout masks come from each backend's own generator
     InceptionResnetV1Config::small(16, 1.0, 4)
@@ -81,7 +69,7 @@ fn model_from(file: &Path, device: &Device) -> InceptionResnetV1 {
 }
 
 fn flat(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
+    t.try_into_vec_as::<f32>().unwrap()
 }
 
 /// A sample of the weights: first, a middle and the last convolution, and the logits.
@@ -89,7 +77,7 @@ fn weight_sample(m: &InceptionResnetV1) -> Vec<Vec<f32>> {
     let convs = m.conv_weights();
     let mut v: Vec<Vec<f32>> = [0, convs.len() / 2, convs.len() - 1].iter().map(|&i| flat(convs[i].clone())).collect();
     for w in m.fc_weights() {
-        v.push(w.into_data().convert::<f32>().to_vec().unwrap());
+        v.push(w.try_into_vec_as::<f32>().unwrap());
     }
     v
 }
@@ -115,7 +103,7 @@ fn training_steps_agree_with_the_cpu() {
     init.save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
 
     let (n, s) = (6, 64);
-    let x = batch(n, s);
+    let x = test_batch(n, s);
     let labels = [0i64, 1, 2, 3, 1, 2];
     let mut steps = [step_on(&cpu, &file), step_on(&gpu.device, &file)];
     // forward (loss terms), backward and two RMSProp + centre updates
@@ -146,28 +134,15 @@ fn training_steps_agree_with_the_cpu() {
 }
 
 #[test]
-fn inference_embeddings_agree_with_the_cpu() {
+fn inference_embeddings_and_first_steps_agree_with_the_cpu() {
     let Some(gpu) = gpu() else { return };
-    let cpu = Device::flex();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("init.safetensors");
-    small_config().init(&cpu).save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
-    let (n, s) = (4, 64);
-    let x = batch(n, s);
-    let embed = |device: &Device| -> Vec<f32> {
-        let m = model_from(&file, device).valid().fold_batch_norm();
-        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), device);
-        m.embed(t).into_data().convert::<f32>().to_vec().unwrap()
-    };
-    let (a, b) = (embed(&cpu), embed(&gpu.device));
-    for (i, (ea, eb)) in a.chunks(16).zip(b.chunks(16)).enumerate() {
-        let dot: f32 = ea.iter().zip(eb).map(|(p, q)| p * q).sum();
-        assert!(dot >= 0.9999, "image {i}: cosine {dot}");
-    }
-    // labels as int tensors on the device: a gather that the training step relies on
+    let p = device_parity(&small_config(), &Device::flex(), &gpu.device, 4, 64).unwrap();
+    assert!(p.embedding_cosine_min >= 0.9999, "{p:?}");
+    assert!(p.first_step_loss_rel < 1e-3 && p.second_step_loss_rel < 1e-3, "{p:?}");
+    // labels as int tensors on the device: the gather the training step relies on
     let centers = CenterLoss::from_values((0..8).map(|v| v as f32).collect(), 4, 2, 0.5, &gpu.device).unwrap();
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 0], [2]), &gpu.device);
-    let picked: Vec<f32> = centers.batch_centers(&labels).into_data().convert::<f32>().to_vec().unwrap();
+    let picked: Vec<f32> = centers.batch_centers(&labels).try_into_vec_as::<f32>().unwrap();
     assert_eq!(picked, [6.0, 7.0, 0.0, 1.0]);
 }
 

@@ -36,6 +36,47 @@ pub enum BenchWhat {
     Train(TrainBench),
     /// MTCNN alignment of photos (decode, detect, crop, PNG), images/s and per-stage times
     Align(AlignBenchArgs),
+    /// The training input pipeline alone (decode, random crop + flip, standardise on
+    /// --nrof_preprocess_threads workers), images/s and per thread: what can feed a GPU
+    Loader(LoaderBenchArgs),
+    /// The same weights on the CPU and on --device: lowest embedding cosine, first- and
+    /// second-step training loss of each (a GPU backend's correctness check)
+    Parity(ParityBench),
+}
+
+#[derive(Args, Debug)]
+pub struct ParityBench {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[arg(long, default_value = "inception_resnet_v1")]
+    pub model_def: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 160)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 100)]
+    pub num_classes: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct LoaderBenchArgs {
+    /// Aligned face crops, one folder per identity [default: 256 synthetic 182 px PNG crops in
+    /// a temporary folder]
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    #[arg(long, default_value_t = 90)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 160)]
+    pub image_size: u32,
+    /// Batches per measurement
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    /// Worker threads [default: 1, then every logical CPU]
+    #[arg(long)]
+    pub nrof_preprocess_threads: Option<usize>,
+    /// Also --random_rotate (the reference's CASIA recipe crops and flips only)
+    #[arg(long)]
+    pub random_rotate: bool,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +142,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchWhat::Synth(b) => synth(b),
         BenchWhat::Train(b) => train(b),
         BenchWhat::Align(b) => align(b),
+        BenchWhat::Loader(b) => loader(b),
+        BenchWhat::Parity(b) => parity(b),
     }
 }
 
@@ -109,10 +152,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// figure says where it was measured.
 fn emit(device: &ChosenDevice, mut v: serde_json::Value) {
     v["cpu"] = serde_json::to_value(cpu_info()).unwrap_or_default(); // cheap: one /proc read
-    v["threads"] = rayon::current_num_threads().into();
+    if v.get("threads").is_none() {
+        v["threads"] = rayon::current_num_threads().into();
+    }
     v["device"] = device.spec.to_string().into();
     v["device_name"] = device.description.clone().into();
     println!("{v}");
+}
+
+/// Memory the device's allocator holds (reserved pages, MiB), on backends that report it
+/// (the GPU ones; not the CPU backend).
+fn device_reserved_mib(d: &Device) -> Option<f64> {
+    d.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0))
 }
 
 /// Peak resident memory of this process in MiB (Linux), if known.
@@ -147,6 +198,7 @@ fn embed(b: EmbedBench) -> Result<()> {
         use_flipped_images: false,
     };
     let mut times = Vec::new();
+    let mut device_mib = 0f64;
     for i in 0..b.warmup + b.steps {
         let t = Instant::now();
         let e = embed_images(&model, &images, &eo, &device);
@@ -154,6 +206,7 @@ fn embed(b: EmbedBench) -> Result<()> {
         if i >= b.warmup {
             times.push(t.elapsed().as_secs_f64());
         }
+        device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }
     let med = median(&times);
     let ips = b.batch_size as f64 / med;
@@ -172,7 +225,7 @@ fn embed(b: EmbedBench) -> Result<()> {
     emit(
         &chosen,
         serde_json::json!({"bench": "embed", "model_def": b.model_def, "batch_size": b.batch_size, "image_size": b.image_size,
-            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}),
+            "batch_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib(), "device_reserved_mib_max": device_mib}),
     );
     Ok(())
 }
@@ -230,6 +283,7 @@ fn train(b: TrainBench) -> Result<()> {
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
     let mut times = Vec::new();
+    let mut device_mib = 0f64;
     for i in 0..b.warmup + b.steps {
         // the batch comes ready from the loader's prefetch in training (and the peer
         // benchmark makes its input outside the timed step too)
@@ -240,6 +294,7 @@ fn train(b: TrainBench) -> Result<()> {
         if i >= b.warmup {
             times.push(t.elapsed().as_secs_f64());
         }
+        device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }
     let med = median(&times);
     let ips = n as f64 / med;
@@ -255,7 +310,7 @@ fn train(b: TrainBench) -> Result<()> {
     emit(
         &chosen,
         serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
-            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib()}),
+            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib(), "device_reserved_mib_max": device_mib}),
     );
     Ok(())
 }
@@ -272,5 +327,110 @@ fn align(b: AlignBenchArgs) -> Result<()> {
             "s_per_image": r.per_image(r.total), "detect_median_s": r.detect_median_s(), "pyramid_s": r.per_image(r.stages.pyramid), "pnet_s": r.per_image(r.stages.pnet),
             "rnet_s": r.per_image(r.stages.rnet), "onet_s": r.per_image(r.stages.onet), "peak_rss_mib": peak_rss_mib()}),
     );
+    Ok(())
+}
+
+fn loader(b: LoaderBenchArgs) -> Result<()> {
+    use crate::data::augment::Augment;
+    use crate::data::dataset::Dataset;
+    use crate::data::loader::{paths_and_labels, LoaderConfig};
+    use crate::data::loader_bench::bench_loader;
+    let mut tmp = None;
+    let paths = match &b.data_dir {
+        Some(d) => {
+            let ds = Dataset::open(d)?;
+            paths_and_labels(&ds.classes).0
+        }
+        None => {
+            use rayon::prelude::*;
+            let dir = tempfile_dir()?;
+            tmp = Some(dir.clone());
+            let cfg = SynthConfig { image_size: 182, ..SynthConfig::default() };
+            let faces: Vec<_> = (0..16).map(|k| identity_params(cfg.seed, k)).collect();
+            (0..256)
+                .into_par_iter()
+                .map(|i| {
+                    let p = dir.join(format!("{i:04}.png"));
+                    std::fs::write(&p, crate::synth::render_png(&cfg, &faces[i % 16], i % 16, i)?)?;
+                    Ok(p)
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    anyhow::ensure!(!paths.is_empty(), "no images in --data_dir");
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let counts = match b.nrof_preprocess_threads {
+        Some(t) => vec![t.max(1)],
+        None if cpus > 1 => vec![1, cpus],
+        None => vec![1],
+    };
+    let cpu_device = DeviceSpec::Cpu.open()?;
+    for threads in counts {
+        let cfg = LoaderConfig {
+            augment: Augment { image_size: b.image_size, random_rotate: b.random_rotate, random_crop: true, random_flip: true },
+            standardization: Standardization::PerImage,
+            threads,
+            seed: 666,
+        };
+        let r = bench_loader(&paths, cfg, b.batch_size, b.batches);
+        println!(
+            "bench loader: {} images ({} files) to {}x{} in {:.2} s with {} thread(s): {:.0} images/s, {:.0} per thread{}",
+            r.images,
+            paths.len(),
+            b.image_size,
+            b.image_size,
+            r.seconds,
+            r.threads,
+            r.images_per_s,
+            r.images_per_s_per_thread,
+            if r.skipped > 0 { format!(" ({} skipped: unreadable)", r.skipped) } else { String::new() }
+        );
+        let mut v = serde_json::to_value(&r)?;
+        v["bench"] = "loader".into();
+        v["image_size"] = b.image_size.into();
+        v["batch_size"] = b.batch_size.into();
+        v["random_rotate"] = b.random_rotate.into();
+        emit(&cpu_device, v);
+    }
+    if let Some(dir) = tmp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+/// A fresh folder under the system's temporary folder.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("facenet-bench-loader-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn parity(b: ParityBench) -> Result<()> {
+    let chosen = b.device.open()?;
+    let cpu = DeviceSpec::Cpu.open()?;
+    let opts = ModelOptions { embedding_size: 128, keep_probability: 1.0, num_classes: b.num_classes };
+    let config = crate::model::registry::config_from_def(&b.model_def, &opts)?;
+    let p = crate::train::parity::device_parity(&config, &cpu.device, &chosen.device, b.batch_size, b.image_size)?;
+    println!(
+        "bench parity: {} on {} vs the CPU, batch {} at {}x{}: embedding cosine >= {:.6}; first-step loss {:.6} vs {:.6} (relative {:.2e}), second {:.6} vs {:.6} (relative {:.2e})",
+        b.model_def,
+        chosen.description,
+        b.batch_size,
+        b.image_size,
+        b.image_size,
+        p.embedding_cosine_min,
+        p.first_step_loss[0],
+        p.first_step_loss[1],
+        p.first_step_loss_rel,
+        p.second_step_loss[0],
+        p.second_step_loss[1],
+        p.second_step_loss_rel
+    );
+    let mut v = serde_json::to_value(&p)?;
+    v["bench"] = "parity".into();
+    v["model_def"] = b.model_def.clone().into();
+    v["batch_size"] = b.batch_size.into();
+    v["image_size"] = b.image_size.into();
+    emit(&chosen, v);
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod image_io;
 pub mod jpeg;
 pub mod loader;
+pub mod loader_bench;
 pub mod npy;
 pub mod pairs;
 pub mod png_stream;

@@ -32,6 +32,7 @@ pub mod evaluate;
 pub mod loss;
 pub mod optim;
 pub mod options;
+pub mod parity;
 pub mod run_dir;
 pub mod schedule;
 pub mod start;
