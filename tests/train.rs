@@ -1,7 +1,9 @@
 //! `facenet train` as a user runs it, on tiny synthetic data: the seed's command line, the
-//! run folders and statistics, a corrupt image, checkpoints that load for inference, and a
-//! resumed run that continues exactly as the uninterrupted one.
+//! run folders and statistics, a corrupt image, checkpoints that load for inference, a
+//! resumed run that continues exactly as the uninterrupted one, and the TensorBoard events of
+//! both.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +54,79 @@ fn only_subdir(dir: &Path) -> PathBuf {
 
 fn csv(path: &Path) -> Vec<Vec<String>> {
     fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// tag -> (step, value) of a log folder's event files, merged as TensorBoard merges them: in
+/// name order, a `SessionLog.START` dropping what was logged at its step and after.
+fn tensorboard_scalars(log_dir: &Path) -> BTreeMap<String, Vec<(i64, f32)>> {
+    use facenet::train::tensorboard::{event_files, read_events, FILE_VERSION};
+    let mut tags: BTreeMap<String, Vec<(i64, f32)>> = BTreeMap::new();
+    for file in event_files(log_dir).unwrap() {
+        let events = read_events(&file).unwrap();
+        assert_eq!(events[0].file_version.as_deref(), Some(FILE_VERSION), "{}", file.display());
+        for e in events {
+            if e.session_start {
+                tags.values_mut().for_each(|v| v.retain(|(s, _)| *s < e.step));
+            }
+            for (tag, value) in e.scalars {
+                tags.entry(tag).or_default().push((e.step, value));
+            }
+        }
+    }
+    tags
+}
+
+/// The events of a run's log folder hold the values of its `steps.csv` and `epochs.csv`
+/// (tag, column), at each row's step.
+fn assert_events_match_csv(log_dir: &Path) {
+    let tags = tensorboard_scalars(log_dir);
+    let check = |csv_name: &str, pairs: &[(&str, &str)]| {
+        let rows = csv(&log_dir.join(csv_name));
+        let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap_or_else(|| panic!("{name}"));
+        for (tag, column) in pairs {
+            let (i, s) = (col(column), col("step"));
+            let want: Vec<(i64, f64)> =
+                rows[1..].iter().filter(|r| !r[i].is_empty()).map(|r| (r[s].parse().unwrap(), r[i].parse().unwrap())).collect();
+            let got = tags.get(*tag).unwrap_or_else(|| panic!("no events tagged {tag}: {:?}", tags.keys()));
+            assert_eq!(got.len(), want.len(), "{tag}: {got:?} vs {csv_name} {column} {want:?}");
+            for ((gs, gv), (ws, wv)) in got.iter().zip(&want) {
+                assert_eq!(gs, ws, "{tag}");
+                // times are rounded in the CSV files, the rest written exactly
+                let tol = if tag.starts_with("time/") || tag.ends_with("images_per_s") { 0.006 } else { 0.0 };
+                assert!((f64::from(*gv) - (*wv as f32) as f64).abs() <= tol, "{tag} at step {gs}: {gv} vs {column} {wv}");
+            }
+        }
+    };
+    check(
+        "steps.csv",
+        &[
+            ("total_loss (raw)", "loss"),
+            ("cross_entropy (raw)", "xent"),
+            ("learning_rate", "lr"),
+            ("train/reg_loss", "reg_loss"),
+            ("train/center_loss", "center_loss"),
+            ("train/prelogits_norm", "prelogits_norm"),
+            ("train/accuracy", "accuracy"),
+            ("time/step", "time"),
+        ],
+    );
+    check(
+        "epochs.csv",
+        &[
+            ("lfw/accuracy", "lfw_accuracy"),
+            ("lfw/val_rate", "lfw_val"),
+            ("lfw/auc", "lfw_auc"),
+            ("lfw/eer", "lfw_eer"),
+            ("train/val_loss", "val_loss"),
+            ("train/val_xent", "val_xent"),
+            ("train/val_accuracy", "val_accuracy"),
+            ("train/images_per_s", "images_per_s"),
+            ("time/total", "time_train"),
+            ("time/lfw", "time_evaluate"),
+            ("time/validate", "time_validate"),
+        ],
+    );
+    assert_eq!(tags["total_loss"].len(), tags["total_loss (raw)"].len());
 }
 
 #[test]
@@ -178,6 +253,16 @@ fn resumed_run_continues_like_the_uninterrupted_one() {
     let mut text = fs::read_to_string(&steps_b).unwrap();
     text.push_str("4,2,1,9,9,9,9,9,9,9,8,0,0.1\n5,2,2,9,9");
     fs::write(&steps_b, text).unwrap();
+    // ... and its event file the same steps, the last one cut
+    let events_b = facenet::train::tensorboard::event_files(&log_b).unwrap();
+    assert_eq!(events_b.len(), 1);
+    let mut bytes = fs::read(&events_b[0]).unwrap();
+    for step in [4, 5] {
+        let e = facenet::train::tensorboard::Event::scalars(step, &[("total_loss (raw)", 9.0), ("lfw/accuracy", 9.0)]);
+        facenet::train::tensorboard::frame_record(&e.encode(), &mut bytes);
+    }
+    bytes.truncate(bytes.len() - 5);
+    fs::write(&events_b[0], bytes).unwrap();
     let (stdout, _) = run_ok(facenet().args(["train", "--resume", run_b.to_str().unwrap(), "--max_nrof_epochs", "2"]));
     assert!(stdout.contains("Resuming from"), "{stdout}");
 
@@ -199,6 +284,20 @@ fn resumed_run_continues_like_the_uninterrupted_one() {
     assert_eq!(sb.len(), 7, "the killed run's stray rows are gone");
     for (a, b) in sa.iter().zip(&sb) {
         assert_eq!(a[..10], b[..10]);
+    }
+    // TensorBoard: one event file per run (two for the resumed one) with the CSV files' values;
+    // the resumed run's merged events equal the uninterrupted run's, times aside
+    assert_eq!(facenet::train::tensorboard::event_files(&log_a).unwrap().len(), 1);
+    let files_b = facenet::train::tensorboard::event_files(&log_b).unwrap();
+    assert_eq!(files_b.len(), 2);
+    let first_b = facenet::train::tensorboard::read_events(&files_b[0]).unwrap();
+    assert!(first_b.iter().all(|e| e.step <= 3), "the killed run's file is trimmed to its checkpoint (step 3)");
+    assert_events_match_csv(&log_a);
+    assert_events_match_csv(&log_b);
+    let (ta, tb) = (tensorboard_scalars(&log_a), tensorboard_scalars(&log_b));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for tag in ta.keys().filter(|t| !t.starts_with("time/") && !t.ends_with("images_per_s")) {
+        assert_eq!(ta[tag], tb[tag], "{tag}");
     }
     // the resumed run's checkpoints equal the uninterrupted run's
     let run_a = only_subdir(&models_a);

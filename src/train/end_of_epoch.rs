@@ -1,6 +1,6 @@
 //! The end of an epoch: evaluation (validation-set loss every `validate_every_n_epochs`, the
-//! LFW protocol when `--lfw_dir` is given), the `epochs.csv` row and console line, and the
-//! checkpoint that `--resume` continues from.
+//! LFW protocol when `--lfw_dir` is given), the `epochs.csv` row, TensorBoard events and
+//! console line, and the checkpoint that `--resume` continues from.
 
 use anyhow::Result;
 
@@ -60,10 +60,11 @@ impl Training<'_> {
         Ok(())
     }
 
-    /// Writes the epoch's `epochs.csv` row and console line, then its checkpoint (keeping the
-    /// newest [`KEEP_CHECKPOINTS`]).
+    /// Writes the epoch's `epochs.csv` row, events (flushed) and console line, then its
+    /// checkpoint (keeping the newest [`KEEP_CHECKPOINTS`]).
     pub fn finish_epoch(&mut self, rec: &EpochRecord) -> Result<()> {
         self.logs.epochs.write(&rec.fields())?;
+        self.logs.events.epoch(rec);
         self.console.say(epoch_line(rec, self.opts.max_nrof_epochs));
         let (opts, state) = (self.opts, &self.state);
         let (pass, pos) = state.stream.state();

@@ -1,6 +1,7 @@
 //! One epoch of training: `epoch_size` batches from the shuffled index stream, loaded and
 //! augmented by the loader threads, each one [`TrainStep`](super::step::TrainStep) at the
-//! scheduled learning rate, logged to `steps.csv`, shown on a progress bar.
+//! scheduled learning rate, logged to `steps.csv` and the TensorBoard event file, shown on a
+//! progress bar.
 
 use std::time::Instant;
 
@@ -75,6 +76,7 @@ impl Training<'_> {
                 seconds: t_step.elapsed().as_secs_f64(),
             };
             self.logs.steps.write(&rec.fields())?;
+            self.logs.events.step(&rec);
             bar.set_message(format!(
                 "epoch {epoch}/{} loss {:.3} acc {:.3} lr {lr:.3e}",
                 opts.max_nrof_epochs, values.total, values.accuracy

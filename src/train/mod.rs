@@ -19,6 +19,7 @@
 //!   files and loading networks are in [`crate::model::load`]);
 //! - [`tensor_file`]: the safetensors container of optimizer state and centres;
 //! - [`stats`]: `steps.csv` / `epochs.csv`;
+//! - [`tensorboard`]: TensorBoard event files beside them;
 //! - [`run_dir`]: the run's log and model folders.
 //!
 //! The data side (augmentation, loader threads, validation split) is in
@@ -40,6 +41,7 @@ pub mod stats;
 pub mod step;
 pub mod summary;
 pub mod tensor_file;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use options::{OptimizerKind, TrainOptions};

@@ -1,6 +1,7 @@
 //! The folders of a training run: `logs_base_dir/<stamp>/` (arguments.txt,
-//! revision_info.txt, steps.csv, epochs.csv, lfw_result.txt) and `models_base_dir/<stamp>/`
-//! (options.json, checkpoints), with the same `<YYYYmmdd-HHMMSS>` stamp.
+//! revision_info.txt, steps.csv, epochs.csv, lfw_result.txt, TensorBoard's
+//! events.out.tfevents.*) and `models_base_dir/<stamp>/` (options.json, checkpoints), with the
+//! same `<YYYYmmdd-HHMMSS>` stamp.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,8 @@
 //! 2. [`TrainData::load`]: the dataset, its validation split, the LFW pairs, the learning rates;
 //! 3. [`RunState::build`]: network, optimiser and centres (fresh, pretrained or from the
 //!    latest checkpoint), the position in the index stream, the run's folders;
-//! 4. [`RunLogs::open`]: `arguments.txt`, `revision_info.txt`, `options.json`, the CSV logs;
+//! 4. [`RunLogs::open`]: `arguments.txt`, `revision_info.txt`, `options.json`, the CSV logs,
+//!    the TensorBoard event file;
 //! 5. [`print_header`]: what the run is about to do.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use super::schedule::{LearningRatePolicy, RateSource, Schedule};
 use super::stats::{CsvLog, EPOCH_COLUMNS, STEP_COLUMNS};
 use super::step::TrainStep;
 use super::summary::Console;
+use super::tensorboard::TrainEvents;
 use crate::data::dataset::{expand_tilde, Dataset};
 use crate::data::loader::{paths_and_labels, split_dataset, IndexStream, SplitMode};
 use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
@@ -215,11 +217,14 @@ pub struct RunLogs {
     pub steps: CsvLog,
     /// `epochs.csv`: one row per epoch.
     pub epochs: CsvLog,
+    /// `events.out.tfevents.*`: the same values for TensorBoard.
+    pub events: TrainEvents,
 }
 
 impl RunLogs {
     /// Writes the run's descriptions (`arguments.txt`, `revision_info.txt`, `options.json`)
-    /// and opens the CSV logs; a resumed run drops what was logged after its checkpoint.
+    /// and opens the CSV logs and a new event file; a resumed run drops what was logged after
+    /// its checkpoint.
     pub fn open(opts: &TrainOptions, state: &RunState) -> Result<Self> {
         let dirs = &state.dirs;
         dirs.write_arguments(opts)?;
@@ -227,16 +232,16 @@ impl RunLogs {
         dirs.write_revision_info(&command_line)?;
         write_atomic(&dirs.model_dir.join(OPTIONS_JSON), serde_json::to_string_pretty(opts)?.as_bytes())?;
         let (steps_path, epochs_path) = (dirs.log_dir.join("steps.csv"), dirs.log_dir.join("epochs.csv"));
-        Ok(if state.checkpoint.is_some() {
+        let (steps, epochs) = if state.checkpoint.is_some() {
             // drop what the killed run wrote after its last checkpoint
             let last_done = state.start_epoch - 1;
-            RunLogs {
-                steps: CsvLog::resume(&steps_path, STEP_COLUMNS, 1, last_done)?,
-                epochs: CsvLog::resume(&epochs_path, EPOCH_COLUMNS, 0, last_done)?,
-            }
+            (CsvLog::resume(&steps_path, STEP_COLUMNS, 1, last_done)?, CsvLog::resume(&epochs_path, EPOCH_COLUMNS, 0, last_done)?)
         } else {
-            RunLogs { steps: CsvLog::create(&steps_path, STEP_COLUMNS)?, epochs: CsvLog::create(&epochs_path, EPOCH_COLUMNS)? }
-        })
+            (CsvLog::create(&steps_path, STEP_COLUMNS)?, CsvLog::create(&epochs_path, EPOCH_COLUMNS)?)
+        };
+        // after the CSV logs: a resumed run's loss averages continue from the trimmed steps.csv
+        let events = TrainEvents::open(&dirs.log_dir, state.global_step);
+        Ok(RunLogs { steps, epochs, events })
     }
 }
 
