@@ -26,7 +26,8 @@ pub struct DetectorConfig {
     pub factor: f64,
     /// Images with more pixels than this are detected on an area-downscaled copy (with the
     /// minimum face size scaled alike, but not below 12 pixels in the copy, so the pyramid
-    /// never enlarges it again) and the results scaled back; keeps memory bounded.
+    /// never enlarges it again) and the results scaled back; keeps memory bounded. Pyramid
+    /// levels larger than this (a minimum face size under 12 pixels enlarges) are skipped.
     pub max_detect_pixels: usize,
 }
 
@@ -167,7 +168,7 @@ impl Mtcnn {
         // stage 1: P-Net over the pyramid
         let mut all: Vec<Candidate> = Vec::new();
         let t = Instant::now();
-        let scales = pyramid::scales(h, w, cfg.min_face_size, cfg.factor);
+        let scales = pyramid::scales_within(h, w, cfg.min_face_size, cfg.factor, cfg.max_detect_pixels);
         let levels: Vec<(f64, usize, usize, Vec<u8>)> = scales
             .par_iter()
             .map(|&scale| {

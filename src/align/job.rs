@@ -17,7 +17,9 @@
 //! - a PNG too large to decode in memory (e.g. 20000 x 20000) is streamed: detected on a
 //!   copy area-downscaled while it is decoded, cropped from a second decoding pass that keeps
 //!   only the crop windows (memory: the detector's copy plus the crops). Other formats that
-//!   large are refused with their size.
+//!   large, interlaced PNGs and PNGs over the streaming limit are refused with their size
+//!   (limits: [`crate::data::image_io::MAX_PIXELS`] and the constants beside it), each image
+//!   on its own: the run goes on.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,17 @@ pub fn scales(h: usize, w: usize, min_face_size: f64, factor: f64) -> Vec<f64> {
     out
 }
 
+/// [`scales`] without the levels of more than `max_pixels` pixels. Only a minimum face size
+/// under 12 pixels enlarges the image (by up to 12x per side); on a large image such levels
+/// would take gigabytes, so faces that small are not searched for there.
+pub fn scales_within(h: usize, w: usize, min_face_size: f64, factor: f64, max_pixels: usize) -> Vec<f64> {
+    let fits = |&s: &f64| {
+        let (hs, ws) = level_size(h, w, s);
+        hs.saturating_mul(ws) <= max_pixels
+    };
+    scales(h, w, min_face_size, factor).into_iter().filter(fits).collect()
+}
+
 /// Size `(h, w)` of a pyramid level: `ceil(h * scale) x ceil(w * scale)`.
 pub fn level_size(h: usize, w: usize, scale: f64) -> (usize, usize) {
     ((h as f64 * scale).ceil() as usize, (w as f64 * scale).ceil() as usize)
@@ -27,6 +38,18 @@ pub fn level_size(h: usize, w: usize, scale: f64) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enlarging_levels_are_capped() {
+        // a 1 x 1 minimum face enlarges 12x: 1000 x 1000 -> 12000 x 12000 first
+        let all = scales(1000, 1000, 1.0, 0.709);
+        assert_eq!(all[0], 12.0);
+        let capped = scales_within(1000, 1000, 1.0, 0.709, 4096 * 4096);
+        assert!(capped.len() < all.len() && capped[0] <= 4.096, "{capped:?}");
+        assert_eq!(&all[all.len() - capped.len()..], &capped[..]);
+        // the default minimum face never enlarges: nothing dropped
+        assert_eq!(scales_within(1000, 1000, 20.0, 0.709, 1000 * 1000), scales(1000, 1000, 20.0, 0.709));
+    }
 
     #[test]
     fn scales_follow_the_reference_loop() {

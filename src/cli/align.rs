@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::detect::DetectorArgs;
+use super::limits::{self, MAX_CROP_SIZE, MAX_MARGIN};
 use crate::align::{align_dataset, load_detector, AlignOptions, Shard};
 use crate::data::dataset::expand_tilde;
 use crate::util::device::DeviceArg;
@@ -23,10 +24,10 @@ pub struct AlignArgs {
     /// Folder for the aligned crops (OUTPUT_DIR/<identity>/<image>.png)
     pub output_dir: String,
     /// Side of the square crops in pixels
-    #[arg(long, default_value_t = 182)]
+    #[arg(long, default_value_t = 182, value_parser = limits::u32_in(1, MAX_CROP_SIZE))]
     pub image_size: u32,
     /// Pixels added around the face box (half on each side) before resizing
-    #[arg(long, default_value_t = 44)]
+    #[arg(long, default_value_t = 44, value_parser = limits::u32_in(0, MAX_MARGIN))]
     pub margin: u32,
     /// Process the images in random order (several processes can share one output folder)
     #[arg(long)]
@@ -38,7 +39,7 @@ pub struct AlignArgs {
     #[arg(long)]
     pub gpu_memory_fraction: Option<f64>,
     /// Worker threads (default: all cores)
-    #[arg(long)]
+    #[arg(long, value_parser = limits::threads())]
     pub threads: Option<usize>,
     /// Handle only shard K of N (0 <= K < N): every N-th image starting at K
     #[arg(long, value_name = "K/N")]
@@ -54,13 +55,13 @@ pub fn run(a: AlignArgs) -> Result<()> {
         eprintln!("note: --gpu_memory_fraction {f} has no effect here (no GPU memory is reserved up front)");
     }
     if let Some(t) = a.threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
     }
     let config = a.detector.config()?;
     let opts = AlignOptions {
         input_dir: a.input_dir.clone(),
         output_dir: expand_tilde(&a.output_dir),
-        image_size: a.image_size.max(1),
+        image_size: a.image_size,
         margin: a.margin as f64,
         detect_multiple_faces: a.detect_multiple_faces,
         random_order: a.random_order,

@@ -4,16 +4,17 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use burn::prelude::*;
 use clap::{Args, Subcommand};
 use image::RgbImage;
 
 use burn::tensor::Distribution;
 
+use super::limits::{self, MAX_CLASSES, MAX_COUNT, MAX_CROP_SIZE, MAX_EMBEDDING_SIZE, MAX_IMAGE_SIZE};
 use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
-use crate::model::registry::{model_from_def, ModelOptions};
+use crate::model::registry::{config_from_def, model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
 use crate::train::{TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
@@ -50,11 +51,11 @@ pub struct ParityBench {
     pub device: DeviceArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = limits::batch_size())]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = limits::usize_in(1, MAX_IMAGE_SIZE as usize))]
     pub image_size: usize,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = limits::usize_in(0, MAX_CLASSES))]
     pub num_classes: usize,
 }
 
@@ -64,15 +65,15 @@ pub struct LoaderBenchArgs {
     /// a temporary folder]
     #[arg(long)]
     pub data_dir: Option<String>,
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, value_parser = limits::batch_size())]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = limits::image_size())]
     pub image_size: u32,
     /// Batches per measurement
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = limits::count())]
     pub batches: usize,
     /// Worker threads [default: 1, then every logical CPU]
-    #[arg(long)]
+    #[arg(long, value_parser = limits::threads())]
     pub nrof_preprocess_threads: Option<usize>,
     /// Also --random_rotate (the reference's CASIA recipe crops and flips only)
     #[arg(long)]
@@ -86,7 +87,7 @@ pub struct AlignBenchArgs {
     /// Photos to align (default: the demo's sample photos)
     pub images: Vec<std::path::PathBuf>,
     /// Timed passes over the photos (after one warm-up pass)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = limits::count())]
     pub repeats: usize,
 }
 
@@ -96,15 +97,15 @@ pub struct TrainBench {
     pub device: DeviceArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = limits::batch_size())]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = limits::usize_in(1, MAX_IMAGE_SIZE as usize))]
     pub image_size: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = limits::usize_in(0, MAX_CLASSES))]
     pub num_classes: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = limits::usize_in(0, MAX_COUNT))]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = limits::count())]
     pub steps: usize,
 }
 
@@ -114,23 +115,23 @@ pub struct EmbedBench {
     pub device: DeviceArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = limits::batch_size())]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = limits::image_size())]
     pub image_size: u32,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = limits::usize_in(1, MAX_EMBEDDING_SIZE))]
     pub embedding_size: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = limits::usize_in(0, MAX_COUNT))]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = limits::count())]
     pub steps: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct SynthBench {
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = limits::count())]
     pub images: usize,
-    #[arg(long, default_value_t = 182)]
+    #[arg(long, default_value_t = 182, value_parser = limits::u32_in(16, MAX_CROP_SIZE))]
     pub image_size: u32,
 }
 
@@ -174,6 +175,13 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Refuses an `--image_size` too small for the network (a clear error instead of a failure
+/// inside the first layer that pads `VALID`).
+fn check_input(model_def: &str, opts: &ModelOptions, image_size: usize) -> Result<()> {
+    config_from_def(model_def, opts)?.cost(image_size).map_err(|e| anyhow!("--image_size {image_size}: {e} ({model_def})"))?;
+    Ok(())
+}
+
 /// Face-like input images (182 px synthetic faces) for benchmarks.
 pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
     (0..n)
@@ -188,6 +196,7 @@ fn embed(b: EmbedBench) -> Result<()> {
     let chosen = b.device.open()?;
     let device = chosen.device.clone();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
+    check_input(&b.model_def, &opts, b.image_size as usize)?;
     // as `facenet embed` loads a model: inference mode, batch norms folded
     let model = model_from_def(&b.model_def, &opts, &device)?.valid().fold_batch_norm();
     let images = bench_images(b.batch_size, b.image_size + 22);
@@ -278,6 +287,7 @@ fn train(b: TrainBench) -> Result<()> {
     ])?;
     let opts =
         ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
+    check_input(&b.model_def, &opts, b.image_size)?;
     let model = model_from_def(&b.model_def, &opts, &ad)?;
     let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device);
     let (n, s) = (b.batch_size, b.image_size);
@@ -409,7 +419,8 @@ fn parity(b: ParityBench) -> Result<()> {
     let chosen = b.device.open()?;
     let cpu = DeviceSpec::Cpu.open()?;
     let opts = ModelOptions { embedding_size: 128, keep_probability: 1.0, num_classes: b.num_classes };
-    let config = crate::model::registry::config_from_def(&b.model_def, &opts)?;
+    let config = config_from_def(&b.model_def, &opts)?;
+    check_input(&b.model_def, &opts, b.image_size)?;
     let p = crate::train::parity::device_parity(&config, &cpu.device, &chosen.device, b.batch_size, b.image_size)?;
     println!(
         "bench parity: {} on {} vs the CPU, batch {} at {}x{}: embedding cosine >= {:.6}; first-step loss {:.6} vs {:.6} (relative {:.2e}), second {:.6} vs {:.6} (relative {:.2e})",

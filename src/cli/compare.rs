@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use image::RgbImage;
 
+use super::limits;
 use crate::align::crop::{crop_and_resize, margin_box};
 use crate::align::{load_detector, DetectorConfig, Mtcnn};
 use crate::data::image_io::load_rgb;
@@ -27,10 +28,10 @@ pub struct CompareArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Side of the aligned face in pixels
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = limits::image_size())]
     pub image_size: u32,
     /// Pixels added around the detected box (half on each side)
-    #[arg(long, default_value_t = 44.0)]
+    #[arg(long, default_value_t = 44.0, value_parser = limits::margin)]
     pub margin: f64,
     /// Standardise pixels as (x - 127.5) / 128 [default: what the model was trained with]
     #[arg(long)]
@@ -63,6 +64,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let device = a.device.open()?.device;
     let (model, meta) =
         load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
+    meta.check_image_size(a.image_size)?;
     let mtcnn = load_detector(DetectorConfig::default(), &device)?;
     let mut kept = Vec::new();
     let mut faces = Vec::new();

@@ -20,10 +20,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub skip_photos: bool,
     /// Training epochs [default: 12; 2 with --quick]
-    #[arg(long)]
+    #[arg(long, value_parser = super::limits::usize_in(1, super::limits::MAX_EPOCHS))]
     pub epochs: Option<usize>,
     /// Synthetic training identities [default: 150; 12 with --quick]
-    #[arg(long)]
+    #[arg(long, value_parser = super::limits::count())]
     pub identities: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArg,

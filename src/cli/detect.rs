@@ -36,6 +36,9 @@ impl DetectorArgs {
         if !(self.factor > 0.0 && self.factor < 1.0) {
             bail!("--factor must be between 0 and 1 (exclusive), got {}", self.factor);
         }
+        if let Some(t) = [a, b, c].into_iter().find(|t| !(0.0..=1.0).contains(t)) {
+            bail!("--thresholds are probabilities, in [0, 1]; got {t}");
+        }
         Ok(DetectorConfig { min_face_size: self.min_face_size, thresholds: [a, b, c], factor: self.factor, ..Default::default() })
     }
 }

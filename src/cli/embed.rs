@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use image::RgbImage;
 
+use super::limits;
 use crate::align::crop::{choose_face, crop_and_resize, margin_box};
 use crate::align::{load_detector, DetectorConfig, Mtcnn};
 use crate::data::has_image_extension;
@@ -33,9 +34,10 @@ pub struct EmbedArgs {
     #[arg(short, long, default_value = "embeddings.npy")]
     pub output: PathBuf,
     /// Image side fed to the model [default: the model's own]
-    #[arg(long)]
+    #[arg(long, value_parser = limits::image_size())]
     pub image_size: Option<u32>,
-    #[arg(long, default_value_t = 100)]
+    /// Images per batch
+    #[arg(long, default_value_t = 100, value_parser = limits::batch_size())]
     pub batch_size: usize,
     /// Standardise pixels as (x - 127.5) / 128 [default: what the model was trained with]
     #[arg(long)]
@@ -49,7 +51,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub align: bool,
     /// With --align: pixels added around the detected box (split over both sides)
-    #[arg(long, default_value_t = 44.0)]
+    #[arg(long, default_value_t = 44.0, value_parser = limits::margin)]
     pub margin: f64,
 }
 
@@ -100,6 +102,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         bail!("no images found in {:?}", a.inputs);
     }
     let (model, meta) = load_inference_model(&a.model, &device).with_context(|| format!("cannot load model {}", a.model.display()))?;
+    if let Some(size) = a.image_size {
+        meta.check_image_size(size)?;
+    }
     let eo = EmbedOptions {
         image_size: a.image_size.unwrap_or(meta.image_size),
         batch_size: a.batch_size.max(1),

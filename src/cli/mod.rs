@@ -11,6 +11,7 @@ mod demo;
 mod detect;
 mod embed;
 mod fetch_weights;
+mod limits;
 mod synth;
 mod train;
 mod validate;

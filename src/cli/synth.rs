@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::eval::baseline::pixel_baseline;
+use crate::eval::baseline::{pixel_baseline, MAX_PAIRS};
 use crate::synth::{generate, SynthConfig};
 
 #[derive(Args, Debug)]
@@ -40,13 +40,13 @@ pub struct SynthArgs {
     #[arg(long)]
     pub no_baseline: bool,
     /// Worker threads (default: all cores)
-    #[arg(long)]
+    #[arg(long, value_parser = super::limits::threads())]
     pub threads: Option<usize>,
 }
 
 pub fn run(a: SynthArgs) -> Result<()> {
     if let Some(t) = a.threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
     }
     let cfg = SynthConfig {
         identities: a.identities,
@@ -78,7 +78,9 @@ pub fn run(a: SynthArgs) -> Result<()> {
             cfg.pairs_per_fold,
             s.pairs_file.display()
         );
-        if !a.no_baseline && cfg.pairs_per_fold * 2 * cfg.pairs_folds >= cfg.pairs_folds {
+        if !a.no_baseline && s.pairs > MAX_PAIRS {
+            println!("  raw-pixel baseline skipped: more than {MAX_PAIRS} pairs");
+        } else if !a.no_baseline && cfg.pairs_per_fold * 2 * cfg.pairs_folds >= cfg.pairs_folds {
             let b = pixel_baseline(&s.pairs_dir, &s.pairs_file, cfg.pairs_folds)?;
             println!(
                 "  raw-pixel baseline on the pairs: accuracy {:.4}+-{:.4}, AUC {:.3} ({} pairs, centre crop, squared L2)",

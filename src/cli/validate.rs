@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::limits::{self, MAX_FOLDS};
 use crate::data::npy;
 use crate::data::preprocess::Standardization;
 use crate::eval::metrics::{evaluate, DistanceMetric, EvalOptions, Evaluation};
@@ -38,16 +39,16 @@ pub struct ValidateArgs {
     #[arg(long, requires = "embeddings")]
     pub issame: Option<PathBuf>,
     /// Images per embedding batch
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = limits::batch_size())]
     pub lfw_batch_size: usize,
     /// Image side in pixels fed to the model [default: the model's own, 160 for published models]
-    #[arg(long)]
+    #[arg(long, value_parser = limits::image_size())]
     pub image_size: Option<u32>,
     /// Number of cross-validation folds
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = limits::usize_in(2, MAX_FOLDS))]
     pub lfw_nrof_folds: usize,
     /// Distance: 0 = squared Euclidean, 1 = arccos of cosine similarity / pi
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = limits::u32_in(0, 1))]
     pub distance_metric: u32,
     /// Concatenate each image's embedding with that of its horizontal flip
     #[arg(long)]

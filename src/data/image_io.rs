@@ -2,6 +2,11 @@
 //!
 //! Grayscale is expanded to 3 channels, alpha is dropped, 16-bit samples are scaled to 8
 //! bits. JPEGs are decoded by libjpeg itself ([`super::jpeg`]). Unreadable files give an error naming the file and the reason; nothing panics.
+//!
+//! Memory is bounded by the size the header claims, checked before any pixel is allocated, on
+//! every decoding path (libjpeg, the `image` crate, the streaming PNG decoder of
+//! [`super::png_stream`]): at most [`MAX_PIXELS`] pixels in memory ([`MAX_STREAMED_PIXELS`]
+//! for a PNG decoded row by row), no side over [`MAX_SIDE`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +19,44 @@ pub struct ImageLoadError {
     pub reason: String,
 }
 
-/// Decodes `path` into RGB8.
+/// Most pixels of an image decoded into memory: 512 MiB as RGB8 (178,956,970 pixels, e.g.
+/// 13377 x 13377), the `image` crate's default allocation limit and the size at which PIL
+/// refuses an image as a decompression bomb. Decoding one image holds at most the decoder's
+/// buffer (itself at most 512 MiB: `image`'s limit) plus the RGB8 copy.
+pub const MAX_PIXELS: u64 = (512 << 20) / 3;
+
+/// Most pixels of a PNG that `facenet align` decodes row by row instead
+/// ([`super::png_stream`]: non-interlaced PNGs over [`MAX_PIXELS`]): 2^30, e.g. 32768 x
+/// 32768. Memory does not grow with it (a few rows); time does (two decoding passes).
+pub const MAX_STREAMED_PIXELS: u64 = 1 << 30;
+
+/// Longest side of any image, in pixels: 65535, JPEG's own limit. Row buffers and the
+/// area-resampling tables grow with the side, so that a header claiming 1 x 2147483647
+/// pixels is refused even when its pixel count is not absurd.
+pub const MAX_SIDE: u32 = 65535;
+
+/// Refuses a `width x height` image with more than `max_pixels` pixels ([`MAX_PIXELS`], or
+/// [`MAX_STREAMED_PIXELS`] for a streamed PNG) or a side over [`MAX_SIDE`]; the reason names
+/// the size and the limit.
+pub fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), String> {
+    let pixels = width as u64 * height as u64;
+    let why = if width.max(height) > MAX_SIDE {
+        format!("a side over {MAX_SIDE} pixels")
+    } else if pixels > max_pixels {
+        format!("{:.1} GB as RGB, limit {:.1} GB", pixels as f64 * 3.0 / 1e9, max_pixels as f64 * 3.0 / 1e9)
+    } else {
+        return Ok(());
+    };
+    Err(format!("image too large to decode: {width} x {height} pixels ({why})"))
+}
+
+/// A reader of the image `bytes`, its format guessed from its first bytes.
+fn reader(bytes: &[u8]) -> std::io::Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+    image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()
+}
+
+/// Decodes `path` into RGB8; an image over [`MAX_PIXELS`] or [`MAX_SIDE`] is refused from
+/// its header.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     let fail = |reason: String| ImageLoadError { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
@@ -31,12 +73,18 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     if truncated_jpeg(&bytes) {
         return Err(fail("truncated JPEG (no end-of-image marker after its last scan)".into()));
     }
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?
-        .decode()
-        .map_err(|e| fail(format!("cannot decode image: {e}")))?;
-    Ok(img.to_rgb8())
+    // the size the header claims, before any pixel is allocated (a header the `image` crate
+    // cannot read is left to `decode`, which words the error)
+    if let Ok((w, h)) = reader(&bytes).and_then(|r| r.into_dimensions().map_err(std::io::Error::other)) {
+        check_size(w, h, MAX_PIXELS).map_err(&fail)?;
+    }
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height) = (Some(MAX_SIDE), Some(MAX_SIDE));
+    let mut reader = reader(&bytes).map_err(|e| fail(e.to_string()))?;
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| fail(format!("cannot decode image: {e}")))?;
+    // (no copy when the image is RGB8 already)
+    Ok(img.into_rgb8())
 }
 
 /// Whether `bytes` is a JPEG whose last scan (`FF DA`) is not followed by an end-of-image
@@ -86,6 +134,27 @@ mod tests {
         let mut two = jpg.clone();
         two.extend_from_slice(&jpg);
         assert!(!truncated_jpeg(&two));
+    }
+
+    #[test]
+    fn size_limits() {
+        assert!(check_size(13377, 13377, MAX_PIXELS).is_ok());
+        let e = check_size(13378, 13378, MAX_PIXELS).unwrap_err();
+        assert_eq!(e, "image too large to decode: 13378 x 13378 pixels (0.5 GB as RGB, limit 0.5 GB)");
+        assert!(check_size(13378, 13378, MAX_STREAMED_PIXELS).is_ok());
+        assert!(check_size(32768, 32769, MAX_STREAMED_PIXELS).is_err());
+        assert!(check_size(65535, 1, MAX_PIXELS).is_ok());
+        assert!(check_size(1, 65536, MAX_PIXELS).unwrap_err().contains("a side over 65535"));
+        // a BMP whose header claims 30000 x 30000: refused from the header, naming the size
+        let d = tempfile::tempdir().unwrap();
+        let mut bmp = Vec::new();
+        image::RgbImage::new(2, 2).write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp).unwrap();
+        bmp[18..22].copy_from_slice(&30000i32.to_le_bytes());
+        bmp[22..26].copy_from_slice(&30000i32.to_le_bytes());
+        let p = d.path().join("huge.bmp");
+        std::fs::write(&p, bmp).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.contains("huge.bmp: image too large to decode: 30000 x 30000 pixels"), "{e}");
     }
 
     #[test]

@@ -20,8 +20,7 @@ use image::RgbImage;
 use mozjpeg::{ColorSpace, Decompress};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
 
-/// Largest decoded RGB image accepted (as the `image` crate's default allocation limit).
-pub const MAX_RGB_BYTES: u64 = 512 << 20;
+use super::image_io::{check_size, MAX_PIXELS};
 
 /// Decodes a baseline or progressive JPEG in YCbCr, RGB or grayscale to RGB8 exactly as
 /// libjpeg does, or `None` (see the module documentation).
@@ -40,7 +39,8 @@ fn decode(bytes: &[u8]) -> Option<RgbImage> {
         return None;
     }
     let (w, h) = d.size();
-    if w == 0 || h == 0 || (w as u64) * (h as u64) * 3 > MAX_RGB_BYTES {
+    // checked before libjpeg allocates anything of the image's size
+    if w == 0 || h == 0 || check_size(w as u32, h as u32, MAX_PIXELS).is_err() {
         return None;
     }
     let mut started = d.rgb().ok()?;

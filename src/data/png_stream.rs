@@ -1,11 +1,13 @@
 //! Streaming PNG decoding for images too large to decode into memory ("downscale for
 //! detection, crop from the original").
 //!
-//! [`load_rgb`](super::image_io::load_rgb) refuses images whose decoded pixels exceed the
-//! `image` crate's memory limit (512 MiB). A non-interlaced PNG can instead be decoded one row
-//! at a time: [`decode_png_shrunk`] area-averages it on the fly into a small copy
-//! ([`AreaShrinkU8`]: OpenCV's `INTER_AREA` over the exact fractional footprint, the same bytes
-//! as [`resize_area_u8`](crate::data::resample::resize_area_u8) on the fully decoded image), and
+//! [`load_rgb`](super::image_io::load_rgb) refuses images over [`MAX_PIXELS`] or whose decoded
+//! pixels exceed the `image` crate's memory limit (512 MiB). A non-interlaced PNG of up to
+//! [`MAX_STREAMED_PIXELS`] (no side over [`MAX_SIDE`](super::image_io::MAX_SIDE)) can instead
+//! be decoded one row at a time: [`decode_png_shrunk`] area-averages it on the fly into a small
+//! copy ([`AreaShrinkU8`]: OpenCV's `INTER_AREA` over the exact fractional footprint, the same
+//! bytes as [`resize_area_u8`](crate::data::resample::resize_area_u8) on the fully decoded
+//! image), and
 //! [`decode_png_windows`] keeps only the pixels of a few rectangles. Memory is a few rows of
 //! the original plus the outputs. Rows become RGB8 exactly as `load_rgb` converts: gray is
 //! replicated, alpha dropped, palettes expanded, 16-bit samples rounded to `(v + 128) / 257`.
@@ -17,7 +19,7 @@ use std::path::Path;
 use image::RgbImage;
 use png::{BitDepth, ColorType, Transformations};
 
-use super::image_io::ImageLoadError;
+use super::image_io::{check_size, ImageLoadError, MAX_PIXELS, MAX_STREAMED_PIXELS};
 use crate::data::resample::AreaShrinkU8;
 
 /// The header facts of a PNG file that decide how it is read.
@@ -44,8 +46,9 @@ fn open(path: &Path) -> Result<png::Reader<BufReader<File>>, String> {
     decoder.read_info().map_err(|e| format!("cannot decode image: {e}"))
 }
 
-/// The header of `path` when it is a PNG whose pixels exceed [`memory_limit`] (what
-/// `load_rgb` refuses); `None` for anything else, including unreadable files.
+/// The header of `path` when it is a PNG too large for `load_rgb` (over [`MAX_PIXELS`] or
+/// [`MAX_SIDE`](super::image_io::MAX_SIDE), or pixels over [`memory_limit`]); `None` for anything else, including
+/// unreadable files.
 pub fn oversized_png(path: &Path) -> Option<PngInfo> {
     let mut head = [0u8; 8];
     let mut f = File::open(path).ok()?;
@@ -58,7 +61,8 @@ pub fn oversized_png(path: &Path) -> Option<PngInfo> {
     let (w, h) = info.size();
     let (color, depth) = reader.output_color_type();
     let decoded_bytes = w as u64 * h as u64 * color.samples() as u64 * if depth == BitDepth::Sixteen { 2 } else { 1 };
-    (decoded_bytes > memory_limit()).then_some(PngInfo { width: w, height: h, interlaced: info.interlaced, decoded_bytes })
+    let refused = check_size(w, h, MAX_PIXELS).is_err() || decoded_bytes > memory_limit();
+    refused.then_some(PngInfo { width: w, height: h, interlaced: info.interlaced, decoded_bytes })
 }
 
 /// A PNG read row by row as RGB8.
@@ -81,6 +85,8 @@ impl RgbRows {
             return Err("interlaced PNG cannot be decoded row by row".into());
         }
         let (w, h) = info.size();
+        // before the row buffers, which grow with the width
+        check_size(w, h, MAX_STREAMED_PIXELS)?;
         let (color, depth) = reader.output_color_type();
         let channels = match color {
             ColorType::Grayscale | ColorType::GrayscaleAlpha | ColorType::Rgb | ColorType::Rgba => color.samples(),
@@ -278,6 +284,19 @@ mod tests {
         assert_eq!((info.width, info.height, info.interlaced, info.decoded_bytes), (20000, 20000, false, 1_200_000_000));
         let e = decode_png_shrunk(&p, 4096, 4096).unwrap_err().to_string();
         assert!(e.contains("row 0 of 20000") && !e.contains('\n'), "{e}");
+        // 1 x 2147483647: refused from the header on both paths (its area table alone was ~100 GB)
+        let mut tall = bytes.clone();
+        tall[16..20].copy_from_slice(&1u32.to_be_bytes());
+        tall[20..24].copy_from_slice(&2_147_483_647u32.to_be_bytes());
+        let tall_crc = png_crc(&tall[12..29]);
+        tall[29..33].copy_from_slice(&tall_crc.to_be_bytes());
+        let t = d.path().join("tall.png");
+        std::fs::write(&t, &tall).unwrap();
+        assert!(oversized_png(&t).is_some());
+        let e = decode_png_shrunk(&t, 1, 4096).unwrap_err().to_string();
+        assert!(e.contains("1 x 2147483647 pixels (a side over 65535 pixels)"), "{e}");
+        assert!(decode_png_windows(&t, &[[0, 0, 1, 1]], 100).is_err());
+        assert!(load_rgb(&t).unwrap_err().to_string().contains("a side over"));
         crc ^= 1;
         bytes[29..33].copy_from_slice(&crc.to_be_bytes());
         std::fs::write(&p, &bytes).unwrap();

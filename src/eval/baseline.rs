@@ -15,6 +15,10 @@ use crate::data::image_io::load_rgb;
 use crate::data::pairs::{read_pairs, resolve_pairs};
 use crate::eval::metrics::{evaluate, EvalOptions, Evaluation};
 
+/// Most pairs the baseline takes: it holds every pair's pixels (up to 12288 values per image,
+/// about 0.4 MB per pair), so about 4 GB at this limit.
+pub const MAX_PAIRS: usize = 10_000;
+
 /// The baseline's result with what it was computed on.
 #[derive(Clone, Debug)]
 pub struct Baseline {
@@ -26,6 +30,9 @@ pub struct Baseline {
 /// Runs the baseline on `pairs_file` with images under `dir`.
 pub fn pixel_baseline(dir: &Path, pairs_file: &Path, nrof_folds: usize) -> Result<Baseline> {
     let pf = read_pairs(pairs_file)?;
+    if pf.pairs.len() > MAX_PAIRS {
+        anyhow::bail!("{}: {} pairs, more than the raw-pixel baseline takes ({MAX_PAIRS})", pairs_file.display(), pf.pairs.len());
+    }
     let (paths, issame, _) = resolve_pairs(dir, &pf.pairs, false)?;
     let vectors: Vec<Vec<f64>> =
         paths.par_iter().map(|p| load_rgb(p).map(|img| pixel_embedding(&img)).map_err(anyhow::Error::from)).collect::<Result<_>>()?;

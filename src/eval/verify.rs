@@ -46,6 +46,9 @@ pub fn verify_model(
     let pairs = read_pairs(pairs_file)?;
     let (paths, issame, dropped) = resolve_pairs(dir, &pairs.pairs, vo.skip_missing)?;
     let (model, meta) = load_inference_model(model_path, device).with_context(|| format!("cannot load model {}", model_path.display()))?;
+    if let Some(size) = vo.image_size {
+        meta.check_image_size(size)?;
+    }
     let opts = EmbedOptions {
         image_size: vo.image_size.unwrap_or(meta.image_size),
         batch_size: vo.batch_size.max(1),

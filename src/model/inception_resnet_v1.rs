@@ -133,6 +133,27 @@ impl InceptionResnetV1Arch {
     }
 }
 
+// Limits of a configuration ([`InceptionResnetV1Config::validate`]) and of the input side:
+// far above any real network (the full one has widths up to 384, at most 10 blocks per stage,
+// 23.5 M parameters with a 512-d embedding; facenet-pytorch's VGGFace2 weights add a Logits
+// layer of 8631 classes), low enough that a hostile `model.json` cannot make building the
+// network abort on an allocation.
+
+/// Most channels of any layer of [`InceptionResnetV1Arch`].
+pub const MAX_WIDTH: usize = 8192;
+/// Most blocks of one stage (Block35, Block17, Block8).
+pub const MAX_REPEATS: usize = 1000;
+/// Widest embedding.
+pub const MAX_EMBEDDING_SIZE: usize = 65536;
+/// Most classes of the Logits layer.
+pub const MAX_CLASSES: usize = 10_000_000;
+/// Most values of a network (parameters and batch-norm buffers, Logits included): 2^31,
+/// 8 GiB as `f32`.
+pub const MAX_PARAMETERS: usize = 1 << 31;
+/// Largest input side, in pixels (the published models take 160; options and model files
+/// asking for more are refused).
+pub const MAX_IMAGE_SIZE: u32 = 1024;
+
 /// Configuration of [`InceptionResnetV1`].
 #[derive(Config, Debug)]
 pub struct InceptionResnetV1Config {
@@ -242,10 +263,14 @@ impl InceptionResnetV1Config {
             .with_arch(InceptionResnetV1Arch::small())
     }
 
-    /// Checks the numbers (not the input size; see [`cost`](Self::cost) for that).
+    /// Checks the numbers, within the limits above (not the input size; see
+    /// [`cost`](Self::cost) for that).
     pub fn validate(&self) -> Result<(), String> {
-        if self.embedding_size == 0 {
-            return Err("embedding_size must be > 0".into());
+        if !(1..=MAX_EMBEDDING_SIZE).contains(&self.embedding_size) {
+            return Err(format!("embedding_size must be in 1..={MAX_EMBEDDING_SIZE}, got {}", self.embedding_size));
+        }
+        if self.num_classes > MAX_CLASSES {
+            return Err(format!("num_classes must be at most {MAX_CLASSES}, got {}", self.num_classes));
         }
         if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
             return Err(format!("keep_probability must be in (0, 1], got {}", self.keep_probability));
@@ -258,10 +283,30 @@ impl InceptionResnetV1Config {
         }
         let a = &self.arch;
         let widths = a.stem.iter().chain(&a.reduction_a).chain(&a.reduction_b).chain([&a.block35_width, &a.block17_width, &a.block8_width]);
-        if widths.into_iter().any(|&w| w == 0) {
-            return Err("every width of the architecture must be > 0".into());
+        if widths.into_iter().any(|&w| w == 0 || w > MAX_WIDTH) {
+            return Err(format!("every width of the architecture must be in 1..={MAX_WIDTH}"));
+        }
+        let repeats = [a.block35_repeats, a.block17_repeats, a.block8_repeats];
+        if repeats.iter().any(|&r| r > MAX_REPEATS) {
+            return Err(format!("block repeats must be at most {MAX_REPEATS}, got {repeats:?}"));
+        }
+        if ![a.block35_scale, a.block17_scale, a.block8_scale].iter().all(|s| s.is_finite()) {
+            return Err("residual scales must be finite".into());
+        }
+        let values = self.values();
+        if values > MAX_PARAMETERS {
+            return Err(format!("{values} parameters and batch-norm values, more than {MAX_PARAMETERS}"));
         }
         Ok(())
+    }
+
+    /// Parameters and batch-norm buffers of the network, Logits layer included (what its
+    /// weights file holds). The widths and repeats must be within the limits (else the count
+    /// may overflow).
+    pub fn values(&self) -> usize {
+        // the count does not depend on the input size, and every architecture takes 160 x 160
+        // (the full one needs 75 x 75)
+        self.cost(160).map(|c| c.params + c.bn_buffers).unwrap_or(0)
     }
 
     fn bn(&self) -> BnSettings {

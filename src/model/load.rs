@@ -22,7 +22,8 @@ use burn::store::{ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+use super::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config, MAX_IMAGE_SIZE};
+use super::registry::{canonical_name, config_from_def, ModelOptions};
 use crate::data::preprocess::Standardization;
 
 /// Weights file of a checkpoint.
@@ -50,6 +51,20 @@ pub struct ModelMeta {
     pub num_classes: usize,
 }
 
+impl ModelMeta {
+    /// Whether the network takes `size x size` input (`1..=MAX_IMAGE_SIZE`, and not too small
+    /// for the layers its `model_def` pads `VALID`): an `--image_size` given for this model.
+    pub fn check_image_size(&self, size: u32) -> Result<()> {
+        if !(1..=MAX_IMAGE_SIZE).contains(&size) {
+            bail!("--image_size must be in 1..={MAX_IMAGE_SIZE}, got {size}");
+        }
+        let options = ModelOptions { embedding_size: self.embedding_size, ..ModelOptions::default() };
+        let config = config_from_def(&self.model_def, &options)?;
+        config.cost(size as usize).map_err(|e| anyhow!("--image_size {size}: {e} ({})", self.model_def))?;
+        Ok(())
+    }
+}
+
 /// `model.json` of a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelFile {
@@ -59,6 +74,29 @@ pub struct ModelFile {
     pub config: InceptionResnetV1Config,
     pub epoch: usize,
     pub global_step: u64,
+}
+
+impl ModelFile {
+    /// Checks every field read from a `model.json` (the file is input like any other): the
+    /// network's numbers ([`InceptionResnetV1Config::validate`], whose limits keep building it
+    /// bounded) and the meta's agreement with them.
+    pub fn check(&self) -> Result<(), String> {
+        self.config.validate().map_err(|e| format!("invalid network configuration: {e}"))?;
+        let m = &self.meta;
+        if canonical_name(&m.model_def).is_none() {
+            return Err(format!("unknown model_def '{}'", m.model_def));
+        }
+        if m.embedding_size != self.config.embedding_size {
+            return Err(format!("meta.embedding_size {} differs from the network's {}", m.embedding_size, self.config.embedding_size));
+        }
+        if m.num_classes != self.config.num_classes {
+            return Err(format!("meta.num_classes {} differs from the network's {}", m.num_classes, self.config.num_classes));
+        }
+        if !(1..=MAX_IMAGE_SIZE).contains(&m.image_size) {
+            return Err(format!("meta.image_size must be in 1..={MAX_IMAGE_SIZE}, got {}", m.image_size));
+        }
+        self.config.cost(m.image_size as usize).map(|_| ())
+    }
 }
 
 /// The complete checkpoints of a models folder, oldest first, with their epochs.
@@ -117,6 +155,16 @@ pub fn read_model_file(ckpt_dir: &Path) -> Result<ModelFile> {
     let mf: ModelFile = serde_json::from_str(&text).with_context(|| format!("{}: not a facenet model description", p.display()))?;
     if mf.format != FORMAT {
         bail!("{}: unknown checkpoint format '{}' (expected {FORMAT})", p.display(), mf.format);
+    }
+    mf.check().map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    // the network it describes must fit in its weights file (at 2 bytes a value at the least),
+    // so that a wrong description is refused before the network is built, not after
+    let weights = ckpt_dir.join(MODEL_FILE);
+    if let Ok(len) = fs::metadata(&weights).map(|m| m.len()) {
+        let values = mf.config.clone().with_num_classes(0).values();
+        if values as u64 * 2 > len {
+            bail!("{}: describes a network of {values} values, more than {} ({len} bytes) holds", p.display(), weights.display());
+        }
     }
     Ok(mf)
 }
@@ -376,6 +424,42 @@ mod tests {
         // the inference loader expects the full 512-d network: a clear error here
         let e = load_inference_model(&pt, &plain).unwrap_err().to_string();
         assert!(e.contains("small.pt"), "{e}");
+    }
+
+    #[test]
+    fn model_files_are_checked() {
+        let meta = |embedding_size, image_size, num_classes| ModelMeta {
+            model_def: "inception_resnet_v1".into(),
+            embedding_size,
+            image_size,
+            standardization: Standardization::Fixed,
+            num_classes,
+        };
+        let file = |meta: ModelMeta| {
+            let config = InceptionResnetV1Config::new().with_embedding_size(meta.embedding_size).with_num_classes(meta.num_classes);
+            ModelFile { format: FORMAT.into(), meta, config, epoch: 1, global_step: 1 }
+        };
+        // the full network with facenet-pytorch's VGGFace2 head is well within the limits
+        let vggface2 = file(meta(512, 160, 8631));
+        assert_eq!(vggface2.check(), Ok(()));
+        let values = vggface2.config.values();
+        assert!(values > 23_482_624 + 513 * 8631 && values < 30_000_000, "{values}");
+        let bad = |f: ModelFile| f.check().unwrap_err();
+        assert!(bad(file(meta(0, 160, 0))).contains("embedding_size"));
+        assert!(bad(file(meta(128, 0, 0))).contains("image_size"));
+        assert!(bad(file(meta(128, 74, 0))).contains("too small"));
+        assert!(bad(file(meta(128, 160, 100_000_000))).contains("num_classes"));
+        let mut f = file(meta(128, 160, 0));
+        f.config.arch.block17_repeats = 1 << 40;
+        assert!(bad(f).contains("repeats"));
+        let mut f = file(meta(128, 160, 0));
+        f.config.arch.block8_width = 8000;
+        f.config.arch.block8_repeats = 1000;
+        assert!(bad(f).contains("more than"));
+        // an --image_size for a loaded model
+        assert!(meta(512, 160, 0).check_image_size(74).is_err());
+        assert!(meta(512, 160, 0).check_image_size(75).is_ok());
+        assert!(meta(512, 160, 0).check_image_size(100_000).is_err());
     }
 
     #[test]

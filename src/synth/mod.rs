@@ -27,6 +27,11 @@ use crate::util::progress;
 pub use identity::FaceParams;
 pub use nuisance::Nuisance;
 
+/// Largest image side `facenet synth` renders.
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+/// Most images (training and held out together) and most pairs one dataset has.
+pub const MAX_IMAGES: usize = 10_000_000;
+
 /// What `facenet synth` renders.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SynthConfig {
@@ -57,8 +62,21 @@ impl Default for SynthConfig {
 
 impl SynthConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.image_size < 16 {
-            bail!("--image_size must be at least 16 (got {})", self.image_size);
+        if !(16..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            bail!("--image_size must be in 16..={MAX_IMAGE_SIZE} (got {})", self.image_size);
+        }
+        let images = self
+            .identities
+            .saturating_mul(self.images_per_identity)
+            .saturating_add(self.pairs_identities.saturating_mul(self.pairs_images_per_identity));
+        let pairs = self.pairs_folds.saturating_mul(self.pairs_per_fold).saturating_mul(2);
+        if images > MAX_IMAGES {
+            bail!(
+                "--identities x --images_per_identity + --pairs_identities x --pairs_images_per_identity: {images} images, more than {MAX_IMAGES}"
+            );
+        }
+        if pairs > MAX_IMAGES {
+            bail!("--pairs_folds x --pairs_per_fold x 2: {pairs} pairs, more than {MAX_IMAGES}");
         }
         if self.identities == 0 || self.images_per_identity == 0 {
             bail!("--identities and --images_per_identity must be at least 1");

@@ -11,7 +11,24 @@ use serde::{Deserialize, Serialize};
 use crate::data::dataset::expand_tilde;
 use crate::data::preprocess::Standardization;
 use crate::eval::metrics::DistanceMetric;
+use crate::model::inception_resnet_v1::{MAX_EMBEDDING_SIZE, MAX_IMAGE_SIZE};
 use crate::util::device::DeviceSpec;
+
+// Range limits of the options (checked by [`TrainOptions::validate`]; the network's own,
+// image size and embedding width, are the model's: `crate::model::inception_resnet_v1`).
+// Generous for real runs (the reference: batch 90, epoch 1000 batches, 500 epochs), small
+// enough that no value makes an allocation abort or a count overflow.
+
+/// Most images per batch (`--batch_size`, `--lfw_batch_size`).
+pub const MAX_BATCH_SIZE: usize = 4096;
+/// Most batches per epoch.
+pub const MAX_EPOCH_SIZE: usize = 100_000_000;
+/// Most epochs (also the largest `--learning_rate_decay_epochs`, `--validate_every_n_epochs`).
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Most worker threads (`--nrof_preprocess_threads`, `--threads`).
+pub const MAX_THREADS: usize = 1024;
+/// Most cross-validation folds.
+pub const MAX_FOLDS: usize = 1000;
 
 /// The optimisers of the reference, with its fixed hyper-parameters (TF1 semantics; see
 /// [`crate::train::optim`]).
@@ -228,17 +245,35 @@ impl TrainOptions {
 
     /// Checks ranges and combinations that would fail later (or silently do the wrong thing).
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            bail!("--batch_size must be at least 1");
+        let counts: [(&str, usize, usize, usize); 9] = [
+            ("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
+            ("epoch_size", self.epoch_size, 1, MAX_EPOCH_SIZE),
+            ("max_nrof_epochs", self.max_nrof_epochs, 0, MAX_EPOCHS),
+            ("image_size", self.image_size as usize, 1, MAX_IMAGE_SIZE as usize),
+            ("embedding_size", self.embedding_size, 1, MAX_EMBEDDING_SIZE),
+            ("learning_rate_decay_epochs", self.learning_rate_decay_epochs, 1, MAX_EPOCHS),
+            ("nrof_preprocess_threads", self.nrof_preprocess_threads, 0, MAX_THREADS),
+            ("validate_every_n_epochs", self.validate_every_n_epochs, 1, MAX_EPOCHS),
+            ("lfw_batch_size", self.lfw_batch_size, 1, MAX_BATCH_SIZE),
+        ];
+        for (name, value, low, high) in counts {
+            if !(low..=high).contains(&value) {
+                bail!("--{name} must be in {low}..={high}, got {value}");
+            }
         }
-        if self.epoch_size == 0 {
-            bail!("--epoch_size must be at least 1");
-        }
-        if self.image_size == 0 {
-            bail!("--image_size must be at least 1");
-        }
-        if self.embedding_size == 0 {
-            bail!("--embedding_size must be at least 1");
+        let finite = [
+            ("weight_decay", self.weight_decay),
+            ("center_loss_factor", self.center_loss_factor),
+            ("prelogits_norm_loss_factor", self.prelogits_norm_loss_factor),
+            ("learning_rate_decay_factor", self.learning_rate_decay_factor),
+            ("prelogits_norm_p", self.prelogits_norm_p),
+            ("prelogits_hist_max", self.prelogits_hist_max),
+            ("min_nrof_val_images_per_class", self.min_nrof_val_images_per_class),
+        ];
+        for (name, value) in finite {
+            if !value.is_finite() {
+                bail!("--{name} must be a finite number, got {value}");
+            }
         }
         if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
             bail!("--keep_probability must be in (0, 1], got {}", self.keep_probability);
@@ -258,20 +293,17 @@ impl TrainOptions {
         if !(0.0..=1.0).contains(&self.center_loss_alfa) {
             bail!("--center_loss_alfa must be in [0, 1], got {}", self.center_loss_alfa);
         }
+        if self.min_nrof_val_images_per_class < 0.0 {
+            bail!("--min_nrof_val_images_per_class must be >= 0, got {}", self.min_nrof_val_images_per_class);
+        }
         if self.weight_decay < 0.0 || self.center_loss_factor < 0.0 || self.prelogits_norm_loss_factor < 0.0 {
             bail!("--weight_decay, --center_loss_factor and --prelogits_norm_loss_factor must be >= 0");
         }
         if !(0.0..1.0).contains(&self.validation_set_split_ratio) {
             bail!("--validation_set_split_ratio must be in [0, 1), got {}", self.validation_set_split_ratio);
         }
-        if self.validate_every_n_epochs == 0 {
-            bail!("--validate_every_n_epochs must be at least 1");
-        }
-        if self.lfw_batch_size == 0 {
-            bail!("--lfw_batch_size must be at least 1");
-        }
-        if !self.lfw_dir.is_empty() && self.lfw_nrof_folds < 2 {
-            bail!("--lfw_nrof_folds must be at least 2");
+        if !self.lfw_dir.is_empty() && !(2..=MAX_FOLDS).contains(&self.lfw_nrof_folds) {
+            bail!("--lfw_nrof_folds must be in 2..={MAX_FOLDS}, got {}", self.lfw_nrof_folds);
         }
         DistanceMetric::from_index(self.lfw_distance_metric)?;
         if !self.filter_filename.is_empty() {
@@ -428,6 +460,18 @@ mod tests {
             vec!["--lfw_distance_metric", "2"],
             vec!["--validation_set_split_ratio", "1.0"],
             vec!["--filter_filename", "x.h5"],
+            vec!["--image_size", "0"],
+            vec!["--image_size", "100000"],
+            vec!["--image_size", "4294967295"],
+            vec!["--batch_size", "1000000"],
+            vec!["--embedding_size", "100000000"],
+            vec!["--nrof_preprocess_threads", "100000"],
+            vec!["--epoch_size", "0"],
+            vec!["--max_nrof_epochs", "18446744073709551615"],
+            vec!["--weight_decay", "nan"],
+            vec!["--center_loss_factor", "inf"],
+            vec!["--learning_rate_decay_factor", "inf"],
+            vec!["--lfw_dir", "x", "--lfw_nrof_folds", "1000000"],
         ] {
             let o = TrainOptions::parse_from(args.clone()).unwrap();
             assert!(o.validate().is_err(), "{args:?}");

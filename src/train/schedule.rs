@@ -133,7 +133,8 @@ impl LearningRatePolicy {
             return base;
         }
         let period = (self.decay_epochs * self.epoch_size).max(1) as u64;
-        let k = (global_step / period) as i32;
+        // (saturated: a step count past 2^31 periods must not wrap to a negative power)
+        let k = (global_step / period).min(i32::MAX as u64) as i32;
         base * self.decay_factor.powi(k)
     }
 }
