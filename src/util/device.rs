@@ -252,15 +252,21 @@ fn wgpu_checked(spec: DeviceSpec, device: Device) -> Result<Device, DeviceError>
     match probe {
         Ok(_) => Ok(device),
         Err(e) => {
-            let reason = e
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| e.downcast_ref::<&str>().copied())
-                .unwrap_or("the adapter could not be opened")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            let detail = e.downcast_ref::<String>().map(String::as_str).or_else(|| e.downcast_ref::<&str>().copied()).unwrap_or("");
+            let adapter = match spec {
+                DeviceSpec::Vulkan(a) | DeviceSpec::Wgpu(a) => a,
+                _ => Adapter::Default,
+            };
+            let what = match adapter {
+                Adapter::Default => "no adapter".to_string(),
+                Adapter::Gpu(i) => format!("no discrete GPU number {i}"),
+                Adapter::Cpu => "no CPU adapter (Mesa's lavapipe: package mesa-vulkan-drivers)".to_string(),
+            };
+            let mut reason = format!("the GPU driver reports {what}; `vulkaninfo --summary` lists what it sees");
+            let first = detail.lines().next().unwrap_or_default();
+            if !first.is_empty() && !first.contains("unwrap()") {
+                reason.push_str(&format!(": {first}"));
+            }
             Err(DeviceError::NotFound { spec, reason })
         }
     }
