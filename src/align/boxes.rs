@@ -6,6 +6,8 @@
 //! original: a box `[x1, y1, x2, y2]` covers the 0-based pixel columns `x1 - 1 ..= x2 - 1`
 //! once truncated to integers, and areas count `+1` pixel (`(x2 - x1 + 1) * (y2 - y1 + 1)`).
 
+use super::numpy_sort::argsort_like_numpy;
+
 /// A box `[x1, y1, x2, y2]`.
 pub type Rect = [f64; 4];
 
@@ -79,12 +81,12 @@ pub fn generate_candidates(prob: &[f32], reg: &[f32], out_h: usize, out_w: usize
 ///
 /// The box with the highest score is kept and every remaining box that overlaps it by more
 /// than `threshold` is dropped; repeat. Areas and intersections count `+1` pixel. Among equal
-/// scores the later box is taken first (the reference's ascending sort, read from the end).
+/// scores the box taken first is the one the reference's `np.argsort(s)` (NumPy's unstable
+/// quicksort, read from the end) puts last: see [`argsort_like_numpy`].
 pub fn nms(rects: &[Rect], scores: &[f64], threshold: f64, method: Overlap) -> Vec<usize> {
     debug_assert_eq!(rects.len(), scores.len());
-    let mut order: Vec<usize> = (0..rects.len()).collect();
-    // ascending, stable: equal scores keep index order, and the end of the list is taken first
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // ascending in NumPy's order (ties as its quicksort leaves them); the end is taken first
+    let mut order = argsort_like_numpy(scores);
     let area: Vec<f64> = rects.iter().map(|r| (r[2] - r[0] + 1.0) * (r[3] - r[1] + 1.0)).collect();
     let mut pick = Vec::new();
     while let Some(i) = order.pop() {
@@ -236,6 +238,24 @@ mod tests {
     fn nms_ties_take_the_later_box() {
         let rects = [[0.0, 0.0, 9.0, 9.0], [0.0, 0.0, 9.0, 9.0]];
         assert_eq!(nms(&rects, &[0.5, 0.5], 0.5, Overlap::Union), vec![1]);
+    }
+
+    /// 20 overlapping boxes whose P-Net scores all saturate at float32 0.99999988: the
+    /// reference's `np.argsort` (NumPy 1.24.4) leaves box 9 last among them, so its NMS keeps
+    /// box 9 (x = 18), where a stable sort would keep box 19 (x = 38). Expected picks from the
+    /// reference's `nms` run under NumPy 1.24.4.
+    #[test]
+    fn nms_ties_as_numpy_quicksort() {
+        let sat = f64::from(f32::from_bits(0x3f7f_fffe)); // 0.99999988
+        let mut rects: Vec<Rect> = (0..20).map(|i| [2.0 * i as f64, 0.0, 2.0 * i as f64 + 60.0, 60.0]).collect();
+        let mut scores = vec![sat; 20];
+        rects.push([200.0, 200.0, 230.0, 230.0]);
+        scores.push(f64::from(0.9f32));
+        rects.push([300.0, 300.0, 330.0, 330.0]);
+        scores.push(sat);
+        assert_eq!(argsort_like_numpy(&scores), [20, 0, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1, 9, 21]);
+        assert_eq!(nms(&rects, &scores, 0.5, Overlap::Union), vec![21, 9, 20]);
+        assert_eq!(nms(&rects, &scores, 0.7, Overlap::Min), vec![21, 9, 19, 20]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`pyramid`]: pyramid scales and level sizes (the resampling, OpenCV-exact `INTER_AREA`,
 //!   is [`crate::data::resample`]);
 //! - [`boxes`]: candidate boxes, NMS, regression, squaring (pure functions);
+//! - [`numpy_sort`]: `np.argsort`'s tie order, which decides NMS ties as in the reference;
 //! - [`detector`]: the three-stage cascade ([`Mtcnn::detect`]);
 //! - [`crop`]: face choice, margin, bilinear crop resize;
 //! - [`output`]: PNG crops that remember their box, the bounding-box list, temp cleanup;
@@ -17,6 +18,7 @@ pub mod crop;
 pub mod detector;
 pub mod job;
 pub mod nets;
+pub mod numpy_sort;
 pub mod output;
 pub mod pyramid;
 pub mod weights;
