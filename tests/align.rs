@@ -24,7 +24,7 @@ use image::ImageEncoder;
 use serde_json::Value;
 
 mod common;
-use common::photos;
+use common::{crc32, photos};
 
 fn fixture(name: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mtcnn").join(name);
@@ -270,17 +270,6 @@ fn detect_cli_json_and_table() {
     let so = String::from_utf8_lossy(&out.stdout);
     assert_eq!(so.lines().count(), 2);
     assert!(so.lines().next().unwrap().contains("\"error\""));
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    !c
 }
 
 /// A tiny PNG file whose header says 20000 x 20000 RGB (1.2 GB decoded).

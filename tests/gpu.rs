@@ -206,6 +206,22 @@ fn facenet() -> Command {
     c
 }
 
+/// 4 synthetic identities of `per_identity` 40 px images, 2 held out; returns the folder.
+fn synth(home: &Path, per_identity: usize) -> std::path::PathBuf {
+    let syn = home.join("syn");
+    let n = per_identity.to_string();
+    run_ok(facenet().arg("synth").arg(&syn).args(["--identities", "4", "--images_per_identity", &n, "--image_size", "40"]).args([
+        "--pairs_identities",
+        "2",
+        "--pairs_folds",
+        "2",
+        "--pairs_per_fold",
+        "2",
+        "--no_baseline",
+    ]));
+    syn
+}
+
 fn run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -222,16 +238,7 @@ fn train_and_embed_run_on_the_device() {
     let Some(gpu) = gpu() else { return };
     let spec = gpu.spec.to_string();
     let home = tempfile::tempdir().unwrap();
-    let syn = home.path().join("syn");
-    run_ok(facenet().arg("synth").arg(&syn).args(["--identities", "4", "--images_per_identity", "4", "--image_size", "40"]).args([
-        "--pairs_identities",
-        "2",
-        "--pairs_folds",
-        "2",
-        "--pairs_per_fold",
-        "2",
-        "--no_baseline",
-    ]));
+    let syn = synth(home.path(), 4);
     let (logs, models) = (home.path().join("logs"), home.path().join("models"));
     let out = run_ok(
         facenet()
@@ -270,16 +277,7 @@ fn embed_command_runs_on_the_device() {
     let Some(gpu) = gpu() else { return };
     let spec = gpu.spec.to_string();
     let home = tempfile::tempdir().unwrap();
-    let syn = home.path().join("syn");
-    run_ok(facenet().arg("synth").arg(&syn).args(["--identities", "4", "--images_per_identity", "3", "--image_size", "40"]).args([
-        "--pairs_identities",
-        "2",
-        "--pairs_folds",
-        "2",
-        "--pairs_per_fold",
-        "2",
-        "--no_baseline",
-    ]));
+    let syn = synth(home.path(), 3);
     let models = home.path().join("models");
     run_ok(
         facenet()

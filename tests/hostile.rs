@@ -23,6 +23,9 @@ use facenet::train::schedule::{LearningRatePolicy, RateSource, Schedule, Schedul
 use image::ImageEncoder;
 use proptest::prelude::*;
 
+mod common;
+use common::crc32;
+
 fn facenet() -> Command {
     let mut c = Command::cargo_bin("facenet").unwrap();
     c.env("FACENET_NO_PROGRESS", "1");
@@ -45,17 +48,6 @@ fn children_peak_rss_mib() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
     u.ru_maxrss as f64 / 1024.0
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    !c
 }
 
 /// A valid 2 x 2 RGB PNG whose header is rewritten to claim `w x h` pixels (Adam7-interlaced

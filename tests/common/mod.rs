@@ -51,3 +51,15 @@ pub fn photos() -> Option<&'static Path> {
     })
     .as_deref()
 }
+
+/// CRC-32 (PNG chunks), for tests that patch image headers.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
