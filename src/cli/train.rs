@@ -1,7 +1,7 @@
 //! `facenet train`: classifier training of Inception-ResNet-v1 (the reference's
 //! `train_softmax.py`; every one of its flags is accepted, in snake_case or kebab-case).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::train::{train, TrainOptions};
@@ -16,6 +16,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    // SIGINT / SIGTERM: finish the step, write a checkpoint, exit 0 (a second one: at once)
+    crate::util::stop::install().context("cannot install the SIGINT/SIGTERM handlers")?;
     train(&a.options, &mut ())?;
     Ok(())
 }

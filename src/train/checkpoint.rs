@@ -24,12 +24,21 @@ use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
+use super::guard::non_finite_in_model;
 use super::optim::StoredTensor;
 use super::options::OptimizerKind;
 use super::tensor_file;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 use crate::model::load::{checkpoint_dirs, ModelFile, CKPT_PREFIX, FORMAT, MODEL_FILE, MODEL_JSON};
 use crate::util::atomic::write_atomic_durable;
+
+/// Why a checkpoint was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A value to be saved is NaN or infinite.
+    #[error("refusing to write checkpoint {}: a {kind} is not finite", .path.display())]
+    NonFinite { path: PathBuf, kind: &'static str },
+}
 
 /// Checkpoints kept per run (the reference's `max_to_keep=3`).
 pub const KEEP_CHECKPOINTS: usize = 3;
@@ -61,6 +70,71 @@ pub struct TrainState {
     pub log_dir: PathBuf,
     /// The learning rate of the last step.
     pub learning_rate: f64,
+    /// The factor the scheduled learning rate is multiplied by: 1, times
+    /// `--nonfinite_lr_factor` for every rollback after non-finite steps.
+    #[serde(default = "one")]
+    pub learning_rate_factor: f64,
+    /// Set when the run was stopped inside epoch `epoch + 1` (SIGINT / SIGTERM): where that
+    /// epoch stands, so that `--resume` continues it exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_epoch: Option<PartialEpoch>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `f64` as the string `{:?}` writes (shortest round-trip form, `NaN`, `inf`), read back with
+/// `str::parse` (correctly rounded).
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{x:?}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<f64>().map_err(|e| serde::de::Error::custom(format!("'{text}' is not a number: {e}")))
+    }
+}
+
+/// An epoch stopped between two steps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Global step when the epoch started (augmentation serials derive from it).
+    pub start_step: u64,
+    /// Index-stream position when the epoch started (its batches are taken from there).
+    pub stream_pass: u64,
+    pub stream_pos: usize,
+    /// Batches of the epoch done (applied, refused or empty).
+    pub batches_done: usize,
+    /// Running sums of the epoch's statistics so far.
+    pub sums: EpochSums,
+}
+
+/// Sums over an epoch's applied steps (the epoch's means divide them by `steps`). The sums
+/// are stored as decimal strings, Rust's shortest exact form, and parsed back bit for bit
+/// (serde_json's default float parsing can be one unit in the last place off, and the
+/// resumed epoch's means must equal the uninterrupted run's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    #[serde(with = "exact_f64")]
+    pub total: f64,
+    #[serde(with = "exact_f64")]
+    pub xent: f64,
+    #[serde(with = "exact_f64")]
+    pub reg: f64,
+    #[serde(with = "exact_f64")]
+    pub center: f64,
+    #[serde(with = "exact_f64")]
+    pub prelogits_norm: f64,
+    #[serde(with = "exact_f64")]
+    pub accuracy: f64,
+    pub steps: usize,
+    pub images: usize,
+    pub skipped: usize,
+    pub seconds: f64,
 }
 
 /// Everything a checkpoint holds, ready to write.
@@ -84,21 +158,37 @@ fn checkpoint_name(epoch: usize) -> String {
     format!("{CKPT_PREFIX}{epoch:06}")
 }
 
+impl TrainState {
+    /// The number in the checkpoint's folder name: its epoch, or for a run stopped inside an
+    /// epoch that epoch (replaced by the complete one once it ends).
+    pub fn folder_epoch(&self) -> usize {
+        self.epoch + usize::from(self.partial_epoch.is_some())
+    }
+}
+
 /// Writes `ckpt` as `model_dir/ckpt-<epoch>` (atomically: built in a hidden temporary folder,
 /// synced, renamed), then removes all but the newest `keep` checkpoints. Returns its folder.
 pub fn save_checkpoint(model_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
-    fs::create_dir_all(model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
-    let name = checkpoint_name(ckpt.state.epoch);
+    let name = checkpoint_name(ckpt.state.folder_epoch());
     let final_dir = model_dir.join(&name);
+    // `valid()` folds pending BN running-statistics updates into the values that are saved
+    let model = ckpt.model.valid();
+    // never a checkpoint that cannot be trained on: checked before anything is written
+    let bad = non_finite_in_model(&model)
+        .or_else(|| ckpt.optimizer.values().any(|(_, v)| v.iter().any(|x| !x.is_finite())).then_some("optimiser slot"))
+        .or_else(|| ckpt.centers.1.iter().any(|x| !x.is_finite()).then_some("class centre"));
+    if let Some(kind) = bad {
+        return Err(CheckpointError::NonFinite { path: final_dir, kind }.into());
+    }
+    fs::create_dir_all(model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
     let tmp = model_dir.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
     fs::create_dir_all(&tmp)?;
     let written = (|| -> Result<()> {
-        // `valid()` folds pending BN running-statistics updates into the values that are saved
-        ckpt.model
-            .valid()
+        model
+            .clone()
             .save_into(&mut SafetensorsStore::from_file(tmp.join(MODEL_FILE)).overwrite(true))
             .map_err(|e| anyhow!("saving weights: {e}"))?;
         write_atomic_durable(&tmp.join(MODEL_JSON), serde_json::to_string_pretty(&ckpt.model_file)?.as_bytes())?;
@@ -195,6 +285,8 @@ mod tests {
             num_train_images: 40,
             log_dir: PathBuf::from("/logs/x"),
             learning_rate: 0.01,
+            learning_rate_factor: 1.0,
+            partial_epoch: None,
         }
     }
 

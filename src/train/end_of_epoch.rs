@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::checkpoint::{save_checkpoint, Checkpoint, TrainState, KEEP_CHECKPOINTS};
+use super::checkpoint::{save_checkpoint, Checkpoint, PartialEpoch, TrainState, KEEP_CHECKPOINTS};
 use super::evaluate::{evaluate_lfw, validate, ValidationInput};
 use super::stats::{append_lfw_result, EpochRecord};
 use super::summary::epoch_line;
@@ -66,6 +66,13 @@ impl Training<'_> {
         self.logs.epochs.write(&rec.fields())?;
         self.logs.events.epoch(rec);
         self.console.say(epoch_line(rec, self.opts.max_nrof_epochs));
+        self.save_checkpoint(rec.epoch, None)
+    }
+
+    /// Writes a checkpoint of where training stands: after epoch `completed` and, when
+    /// `partial` is given, inside the next one (a stopped run). Refused (nothing written)
+    /// when a weight, batch-norm statistic, optimiser slot or centre is not finite.
+    pub fn save_checkpoint(&mut self, completed: usize, partial: Option<PartialEpoch>) -> Result<()> {
         let (opts, state) = (self.opts, &self.state);
         let (pass, pos) = state.stream.state();
         let ckpt = Checkpoint {
@@ -74,11 +81,11 @@ impl Training<'_> {
                 format: FORMAT.into(),
                 meta: state.meta.clone(),
                 config: state.config.clone(),
-                epoch: rec.epoch,
+                epoch: completed,
                 global_step: state.global_step,
             },
             state: TrainState {
-                epoch: rec.epoch,
+                epoch: completed,
                 global_step: state.global_step,
                 optimizer: opts.optimizer,
                 optimizer_steps: state.step.optimizer().steps(),
@@ -88,6 +95,8 @@ impl Training<'_> {
                 num_train_images: self.data.train_paths.len(),
                 log_dir: state.dirs.log_dir.clone(),
                 learning_rate: self.lr,
+                learning_rate_factor: state.lr_factor,
+                partial_epoch: partial,
             },
             optimizer: state.step.optimizer().state_tensors()?,
             centers: (vec![self.data.num_classes, state.config.embedding_size], state.step.centers().values()?),

@@ -121,7 +121,14 @@ pub fn loss_terms(
 impl LossTerms {
     /// Reads the numbers (one device transfer).
     pub fn values(&self, w: &LossWeights) -> LossValues {
-        let all = Tensor::cat(
+        let device = self.total.device();
+        self.values_with(w, Tensor::<1>::zeros([0], &device).inner()).0
+    }
+
+    /// Reads the numbers and `extra` (plain, `[k]`) in one device transfer.
+    pub fn values_with(&self, w: &LossWeights, extra: Tensor<1>) -> (LossValues, Vec<f32>) {
+        let k = extra.dims()[0];
+        let terms = Tensor::cat(
             vec![
                 self.total.clone(),
                 self.xent.clone(),
@@ -134,17 +141,25 @@ impl LossTerms {
         )
         .detach()
         .inner();
-        let v: Vec<f32> = all.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 6]);
+        let all = if k == 0 {
+            terms
+        } else {
+            let device = terms.device();
+            Tensor::cat(vec![terms, extra.to_device(&device)], 0)
+        };
+        let v: Vec<f32> = all.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 6 + k]);
         let f = |i: usize| v.get(i).copied().unwrap_or(f32::NAN) as f64;
         let (center, norm) = (f(3), f(4));
-        LossValues {
+        let values = LossValues {
             total: f(0),
             xent: f(1),
             reg: f(2) + w.center_loss_factor * center + w.prelogits_norm_loss_factor * norm,
             center,
             prelogits_norm: norm,
             accuracy: f(5),
-        }
+        };
+        let extra = (0..k).map(|i| v.get(6 + i).copied().unwrap_or(f32::NAN)).collect();
+        (values, extra)
     }
 }
 

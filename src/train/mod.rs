@@ -9,6 +9,8 @@
 //!   - [`end_of_epoch`]: evaluation, statistics, checkpoint;
 //! - [`step`]: one optimisation step ([`TrainStep`]: forward, loss, backward, update,
 //!   centres), shared by the loop, `facenet bench train` and the tests;
+//! - [`guard`]: the non-finite guard of a step (probes, undo) and what the loop does after
+//!   refused steps;
 //! - [`summary`]: console output and what a run returns ([`TrainSummary`]);
 //! - [`loss`]: cross-entropy + weight decay + center loss + prelogits norm;
 //! - [`center_loss`]: the class centres and their gradient-free update;
@@ -30,6 +32,7 @@ pub mod checkpoint;
 pub mod end_of_epoch;
 pub mod epoch;
 pub mod evaluate;
+pub mod guard;
 pub mod loss;
 pub mod optim;
 pub mod options;

@@ -209,6 +209,16 @@ pub struct TrainOptions {
     /// --max_nrof_epochs to extend a run)
     #[arg(long)]
     pub resume: Option<String>,
+    /// Consecutive steps with a non-finite loss, gradient, weight, batch-norm statistic,
+    /// optimiser slot or centre (each refused: not applied, reported) after which the run
+    /// rolls back to its last checkpoint (see --nonfinite_lr_factor) or stops
+    #[arg(long, default_value_t = 5)]
+    pub max_nonfinite_steps: usize,
+    /// After --max_nonfinite_steps refused steps in a row, roll back to the last checkpoint and
+    /// multiply the learning rate by this factor from then on (kept by --resume; at most 5
+    /// rollbacks per process); 0: stop instead
+    #[arg(long, default_value_t = 0.5)]
+    pub nonfinite_lr_factor: f64,
     /// Where to train: auto (the first GPU an enabled GPU backend finds, else the CPU), cpu,
     /// vulkan[:N|:cpu], wgpu[:N|:cpu], cuda[:N], tch[:N|:cpu] (as built; also $FACENET_DEVICE).
     /// Not a property of the run: a resumed run trains where this says
@@ -274,6 +284,12 @@ impl TrainOptions {
             if !value.is_finite() {
                 bail!("--{name} must be a finite number, got {value}");
             }
+        }
+        if !(1..=1_000_000).contains(&self.max_nonfinite_steps) {
+            bail!("--max_nonfinite_steps must be in 1..=1000000, got {}", self.max_nonfinite_steps);
+        }
+        if !(0.0..=1.0).contains(&self.nonfinite_lr_factor) {
+            bail!("--nonfinite_lr_factor must be in [0, 1] (0: stop instead of rolling back), got {}", self.nonfinite_lr_factor);
         }
         if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
             bail!("--keep_probability must be in (0, 1], got {}", self.keep_probability);

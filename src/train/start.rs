@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::Device;
 
 use super::center_loss::CenterLoss;
-use super::checkpoint::{read_train_state, OPTIONS_JSON};
+use super::checkpoint::{read_train_state, PartialEpoch, OPTIONS_JSON};
 use super::evaluate::LfwSet;
 use super::loss::LossWeights;
 use super::optim::Tf1Optimizer;
@@ -123,6 +123,11 @@ pub struct RunState {
     pub stream: IndexStream,
     pub global_step: u64,
     pub start_epoch: usize,
+    /// Set when the checkpoint resumed from was written inside epoch `start_epoch` (a
+    /// stopped run); the stream is then at that epoch's start.
+    pub partial: Option<PartialEpoch>,
+    /// Multiplies the scheduled learning rate (lowered by rollbacks after non-finite steps).
+    pub lr_factor: f64,
     pub dirs: RunDirs,
     /// The checkpoint resumed from.
     pub checkpoint: Option<PathBuf>,
@@ -153,6 +158,8 @@ impl RunState {
         let stream: IndexStream;
         let mut global_step: u64 = 0;
         let mut start_epoch = 1;
+        let mut partial = None;
+        let mut lr_factor = 1.0;
         let dirs: RunDirs;
         let n_train = data.train_paths.len();
         if let Some(ckpt) = &checkpoint {
@@ -177,9 +184,14 @@ impl RunState {
             model = m;
             optimizer.load_state(&st.optimizer, st.state.optimizer_steps, device)?;
             centers = CenterLoss::from_values(st.centers.1, num_classes, config.embedding_size, opts.center_loss_alfa, device)?;
-            stream = IndexStream::from_state(n_train, opts.seed, st.state.index_stream_pass, st.state.index_stream_pos);
+            stream = match &st.state.partial_epoch {
+                Some(p) => IndexStream::from_state(n_train, opts.seed, p.stream_pass, p.stream_pos),
+                None => IndexStream::from_state(n_train, opts.seed, st.state.index_stream_pass, st.state.index_stream_pos),
+            };
             global_step = st.state.global_step;
             start_epoch = st.state.epoch + 1;
+            partial = st.state.partial_epoch.clone();
+            lr_factor = st.state.learning_rate_factor;
             dirs = RunDirs::existing(resume_dir.unwrap_or(Path::new(".")), &st.state.log_dir)?;
         } else {
             let mut m = config.init(&ad);
@@ -207,7 +219,7 @@ impl RunState {
             num_classes,
         };
         let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device);
-        Ok(RunState { step, ad, stream, global_step, start_epoch, dirs, checkpoint, config, meta })
+        Ok(RunState { step, ad, stream, global_step, start_epoch, partial, lr_factor, dirs, checkpoint, config, meta })
     }
 }
 
@@ -230,12 +242,22 @@ impl RunLogs {
         dirs.write_arguments(opts)?;
         let command_line = std::env::args().collect::<Vec<_>>().join(" ");
         dirs.write_revision_info(&command_line)?;
-        write_atomic(&dirs.model_dir.join(OPTIONS_JSON), serde_json::to_string_pretty(opts)?.as_bytes())?;
+        let p = dirs.model_dir.join(OPTIONS_JSON);
+        write_atomic(&p, serde_json::to_string_pretty(opts)?.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?;
+        Self::continue_from(state)
+    }
+
+    /// Opens the CSV logs and a new event file for a run at `state`: a resumed (or rolled
+    /// back) run drops what was logged after its checkpoint.
+    pub fn continue_from(state: &RunState) -> Result<Self> {
+        let dirs = &state.dirs;
         let (steps_path, epochs_path) = (dirs.log_dir.join("steps.csv"), dirs.log_dir.join("epochs.csv"));
         let (steps, epochs) = if state.checkpoint.is_some() {
-            // drop what the killed run wrote after its last checkpoint
+            // drop what the killed run wrote after its last checkpoint (steps by step number:
+            // a checkpoint can be inside an epoch)
             let last_done = state.start_epoch - 1;
-            (CsvLog::resume(&steps_path, STEP_COLUMNS, 1, last_done)?, CsvLog::resume(&epochs_path, EPOCH_COLUMNS, 0, last_done)?)
+            let last_step = usize::try_from(state.global_step).unwrap_or(usize::MAX);
+            (CsvLog::resume(&steps_path, STEP_COLUMNS, 0, last_step)?, CsvLog::resume(&epochs_path, EPOCH_COLUMNS, 0, last_done)?)
         } else {
             (CsvLog::create(&steps_path, STEP_COLUMNS)?, CsvLog::create(&epochs_path, EPOCH_COLUMNS)?)
         };

@@ -4,9 +4,9 @@
 //! ```text
 //! forward (training mode: batch statistics, dropout)
 //! loss    = cross-entropy + weight decay + center loss + prelogits norm   (crate::train::loss)
-//! check   the loss is finite, else nothing is applied
 //! backward, one TF1 optimiser update of every weight                      (crate::train::optim)
 //! centres of the batch's classes moved toward its prelogits               (crate::train::center_loss)
+//! check   loss, gradients and the new state finite, else nothing is kept  (crate::train::guard)
 //! ```
 //!
 //! [`TrainStep`] owns the network (on the autodiff device), the optimiser state and the class
@@ -19,18 +19,22 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::center_loss::CenterLoss;
+use super::guard::{non_finite_kinds, sync_running_stats, weights_probe, RunningStats};
 use super::loss::{loss_terms, LossValues, LossWeights};
-use super::optim::Tf1Optimizer;
+use super::optim::{finite_probe, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 
-/// Why a step was not applied (network, optimiser and centres are left as they were).
-#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+/// Why a step was not applied (network, optimiser, batch-norm running statistics and centres
+/// are left as they were).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum StepError {
-    /// The loss was not a finite number; the step's loss values (at least `total` is NaN or
-    /// infinite).
-    #[error("the loss became {} (cross-entropy {}, regularisation {}, center loss {})", .0.total, .0.xent, .0.reg, .0.center)]
-    NonFiniteLoss(LossValues),
+    /// The loss, a gradient, or the state the step would have left (weights, batch-norm
+    /// running statistics, optimiser slots, centres) was not a finite number; the step's loss
+    /// values and the kinds of values that were not finite (names from
+    /// [`guard::PROBED`](super::guard::PROBED), "loss" first when the loss was).
+    #[error("non-finite {} (loss {}, cross-entropy {}, regularisation {}, center loss {})", .kinds.join(", "), .values.total, .values.xent, .values.reg, .values.center)]
+    NonFinite { values: LossValues, kinds: Vec<&'static str> },
     /// The network has no Logits layer (a model without classes cannot be trained as a classifier).
     #[error("the training network has no Logits layer")]
     NoLogits,
@@ -59,30 +63,56 @@ impl TrainStep {
 
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
     /// class `labels` (`n` of them) at learning rate `lr`, and returns the step's loss
-    /// values (read back in one transfer). A step that fails leaves network, optimiser and
-    /// centres untouched.
+    /// values. The loss values and the finiteness probes of gradients and of the new state
+    /// (see [`crate::train::guard`]) are read back in one transfer, before anything is
+    /// committed: a step that fails leaves network, batch-norm running statistics, optimiser
+    /// and centres untouched.
     pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, StepError> {
         let model = self.model.take().expect("the network is back after every step");
         let n = labels.len();
         let ad = x.device();
         let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
         let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &ad);
+        // synced at the end of every step, so these are the values before this forward pass
+        let stats_before = RunningStats::of(&model);
         let out = model.forward(x);
         let Some(logits) = out.logits else {
-            self.model = Some(model);
+            self.model = Some(stats_before.restore(model));
             return Err(StepError::NoLogits);
         };
         let batch_centers = self.centers.batch_centers(&labels_plain);
         let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &self.weights);
-        let values = terms.values(&self.weights);
-        if !values.total.is_finite() {
-            self.model = Some(model);
-            return Err(StepError::NonFiniteLoss(values));
-        }
         let prelogits = out.prelogits.detach().inner();
         let grads = GradientsParams::from_grads(terms.total.backward(), &model);
-        self.model = Some(self.optimizer.step(lr, model, grads));
-        self.centers.update(&labels_plain, prelogits, batch_centers);
+        // the candidate state; the old one is kept as handles (nothing copied)
+        let old_model = model.clone();
+        let old_optimizer = self.optimizer.snapshot();
+        let (new_model, grad_probe, slot_probe) = self.optimizer.step_probed(lr, model, grads);
+        let mut new_centers = self.centers.clone();
+        new_centers.update(&labels_plain, prelogits, batch_centers);
+        sync_running_stats(&new_model);
+        let stats_after = RunningStats::of(&new_model);
+        let probes = Tensor::cat(
+            vec![
+                grad_probe.total(&self.device),
+                weights_probe(&new_model, &self.device),
+                stats_after.probe(&self.device),
+                slot_probe.total(&self.device),
+                finite_probe(new_centers.centers().clone()),
+            ],
+            0,
+        );
+        let (values, probes) = terms.values_with(&self.weights, probes);
+        let mut kinds = if values.total.is_finite() { Vec::new() } else { vec!["loss"] };
+        kinds.extend(non_finite_kinds(&probes));
+        if !kinds.is_empty() {
+            drop(new_model);
+            self.optimizer.restore(old_optimizer);
+            self.model = Some(stats_before.restore(old_model));
+            return Err(StepError::NonFinite { values, kinds });
+        }
+        self.model = Some(new_model);
+        self.centers = new_centers;
         Ok(values)
     }
 
@@ -167,6 +197,14 @@ mod tests {
         assert_eq!(step.optimizer().steps(), 6);
     }
 
+    fn bn_state(step: &TrainStep) -> Vec<f32> {
+        let m = step.model();
+        let mut v = m.last_bn.running_var.value().try_into_vec_as::<f32>().unwrap();
+        v.extend(m.conv2d_1a.bn.running_mean.value().try_into_vec_as::<f32>().unwrap());
+        v.extend(m.conv2d_1a.bn.running_var.value().try_into_vec_as::<f32>().unwrap());
+        v
+    }
+
     #[test]
     fn a_non_finite_loss_changes_nothing() {
         let device = Device::flex();
@@ -175,13 +213,58 @@ mod tests {
         let mut v = vec![0.5f32; 2 * 3 * 32 * 32];
         v[5] = f32::NAN;
         let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 32, 32]), &ad);
-        let (w0, c0) = (first_weight(&step), step.centers().values().unwrap());
+        let c0 = step.centers().values().unwrap();
         let e = step.run(x, &[0, 1], 0.01).unwrap_err();
-        let StepError::NonFiniteLoss(values) = e else { panic!("{e:?}") };
+        let StepError::NonFinite { values, kinds } = &e else { panic!("{e:?}") };
         assert!(!values.total.is_finite());
-        assert!(e.to_string().contains("the loss became NaN"), "{e}");
-        assert_eq!(first_weight(&step), w0);
+        assert_eq!(kinds[0], "loss");
+        assert!(e.to_string().starts_with("non-finite loss"), "{e}");
+        // the first forward pass initialised the weights: compare with a good step's start
+        let w0 = first_weight(&step);
+        let bn0 = bn_state(&step);
+        assert!(bn0.iter().all(|x| x.is_finite()), "NaN statistics of the refused step were kept");
         assert_eq!(step.centers().values().unwrap(), c0);
         assert_eq!(step.optimizer().steps(), 0);
+        assert_eq!(step.optimizer().num_tracked(), 0);
+        // and the step after it runs from there
+        let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &ad);
+        step.run(x, &[0, 1], 0.01).unwrap();
+        assert_ne!(first_weight(&step), w0);
+        assert_ne!(bn_state(&step), bn0);
+    }
+
+    #[test]
+    fn a_diverging_learning_rate_is_refused_before_any_state_turns_non_finite() {
+        // ADAM at an absurd rate: weights, then batch-norm variances, blow up within a few
+        // steps; every refused step leaves the last finite state in place
+        let device = Device::flex();
+        let ad = device.clone().autodiff();
+        ad.seed(7);
+        let model = InceptionResnetV1Config::small(16, 1.0, 4).init(&ad);
+        let mut step =
+            TrainStep::new(model, Tf1Optimizer::new(OptimizerKind::Adam), CenterLoss::new(4, 16, 0.9, &device), weights(), &device);
+        ad.seed(11);
+        let x = Tensor::<4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &ad);
+        let labels = [0, 1, 2, 3, 0, 1, 2, 3];
+        let mut refused = None;
+        for i in 0..12 {
+            let before = (first_weight(&step), bn_state(&step), step.centers().values().unwrap(), step.optimizer().steps());
+            match step.run(x.clone(), &labels, 1e30) {
+                Ok(v) => assert!(v.total.is_finite(), "step {i}: {v:?}"),
+                Err(e) => {
+                    let after = (first_weight(&step), bn_state(&step), step.centers().values().unwrap(), step.optimizer().steps());
+                    assert_eq!(after, before, "step {i}: a refused step changed the state ({e})");
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("a learning rate of 1e30 must be refused within 12 steps");
+        assert!(matches!(e, StepError::NonFinite { .. }), "{e:?}");
+        let weights_now = step.model().valid();
+        assert!(crate::train::guard::weights_probe(&weights_now, &device).into_scalar::<f32>() == 0.0);
+        assert!(bn_state(&step).iter().all(|x| x.is_finite()));
+        let slots = step.optimizer().state_tensors().unwrap();
+        assert!(slots.values().all(|(_, v)| v.iter().all(|x| x.is_finite())));
     }
 }

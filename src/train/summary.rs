@@ -32,6 +32,8 @@ pub enum StopReason {
     Schedule { epoch: usize },
     /// The observer asked to stop.
     Observer,
+    /// SIGINT / SIGTERM: stopped between two steps, a checkpoint written.
+    Signal,
 }
 
 /// What a finished (or stopped) run produced.
@@ -80,6 +82,7 @@ pub fn print_summary(s: &TrainSummary) {
         StopReason::MaxEpochs => "max_nrof_epochs reached".to_string(),
         StopReason::Schedule { epoch } => format!("the schedule stops at epoch {epoch}"),
         StopReason::Observer => "stopped by the caller".to_string(),
+        StopReason::Signal => "stopped by a signal (checkpoint written; continue with --resume)".to_string(),
     };
     println!("Training finished ({why}): {} epoch(s) done, {} steps, {:.1} min", s.epochs_completed, s.global_step, s.seconds / 60.0);
     println!("  device      {}", s.device);

@@ -24,6 +24,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::epoch::EpochEnd;
+use super::guard::NonFinitePolicy;
 use super::options::TrainOptions;
 use super::schedule::ScheduledRate;
 use super::start::{print_header, resolve_options, RunLogs, RunState, TrainData};
@@ -32,6 +34,7 @@ use super::summary::{print_summary, Console, StopReason, TrainSummary};
 use crate::data::augment::Augment;
 use crate::data::loader::{BadImages, LoaderConfig};
 use crate::model::load::read_model_file;
+use crate::util::stop;
 
 /// Receives progress from [`train`]; every method has a no-op default (`&mut ()` observes
 /// nothing).
@@ -60,6 +63,8 @@ pub struct Training<'a> {
     pub lr: f64,
     /// The newest checkpoint written or resumed from.
     pub last_checkpoint: Option<std::path::PathBuf>,
+    /// Consecutive refused steps and rollbacks.
+    pub nonfinite: NonFinitePolicy,
 }
 
 /// Trains as `opts` say (or continues the run `opts.resume` names) and returns where the
@@ -84,7 +89,8 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     let mut run = Training::new(&opts, &data, state, logs, console);
     let mut history = Vec::new();
     let mut stop_reason = StopReason::MaxEpochs;
-    for epoch in run.state.start_epoch..=opts.max_nrof_epochs {
+    let mut epoch = run.state.start_epoch;
+    while epoch <= opts.max_nrof_epochs {
         let base_rate = match data.policy.base_rate(epoch)? {
             ScheduledRate::Rate(r) => r,
             ScheduledRate::Stop => {
@@ -93,14 +99,40 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
                 break;
             }
         };
-        let mut rec = run.train_epoch(epoch, base_rate, observer)?;
+        let mut rec = match run.train_epoch(epoch, base_rate, observer)? {
+            EpochEnd::Done(rec) => rec,
+            EpochEnd::Interrupted(partial) => {
+                run.save_checkpoint(epoch - 1, Some(partial))?;
+                stop_reason = StopReason::Signal;
+                break;
+            }
+            EpochEnd::Rollback(factor) => {
+                run.rollback(factor, &device.device)?;
+                epoch = run.state.start_epoch;
+                continue;
+            }
+        };
         run.evaluate(&mut rec)?;
         run.finish_epoch(&rec)?;
         history.push(rec.clone());
+        if stop::requested() {
+            stop_reason = StopReason::Signal;
+            break;
+        }
         if observer.on_epoch(&rec).is_break() {
             stop_reason = StopReason::Observer;
             break;
         }
+        epoch += 1;
+    }
+    if stop_reason == StopReason::Signal {
+        // always said, even when quiet: where the run stands and how to continue it
+        let ckpt = run.last_checkpoint.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        eprintln!(
+            "Stopped by a signal after step {}; checkpoint {ckpt}. To continue: facenet train --resume {}",
+            run.state.global_step,
+            run.state.dirs.model_dir.display()
+        );
     }
 
     let summary = TrainSummary {
@@ -136,6 +168,32 @@ impl<'a> Training<'a> {
             seed: opts.seed,
         };
         let last_checkpoint = state.checkpoint.clone();
-        Training { opts, data, state, logs, loader, bad: Arc::new(BadImages::new()), console, lr: 0.0, last_checkpoint }
+        let nonfinite = NonFinitePolicy::new(opts.max_nonfinite_steps, opts.nonfinite_lr_factor);
+        Training { opts, data, state, logs, loader, bad: Arc::new(BadImages::new()), console, lr: 0.0, last_checkpoint, nonfinite }
+    }
+
+    /// Goes back to the newest checkpoint (after too many non-finite steps) with the
+    /// learning rate multiplied by `factor` from then on: network, optimiser, centres and
+    /// position as `--resume` reads them, the logs trimmed to it.
+    fn rollback(&mut self, factor: f64, device: &burn::tensor::Device) -> Result<()> {
+        let dir = self.state.dirs.model_dir.clone();
+        let quiet = Console { quiet: true };
+        let mut state = RunState::build(self.opts, self.data, Some(&dir), device, quiet)?;
+        state.lr_factor *= factor;
+        eprintln!(
+            "warning: rolling back to {} (epoch {}, step {}); learning rate multiplied by {} from now on (rollback {} of at most {})",
+            state.checkpoint.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            state.start_epoch - 1,
+            state.global_step,
+            state.lr_factor,
+            self.nonfinite.rollbacks,
+            super::guard::MAX_ROLLBACKS,
+        );
+        // the logs of the abandoned steps go: CSV rows and event files are trimmed to the
+        // checkpoint (everything up to it was flushed when it was written) and reopened
+        self.state = state;
+        self.logs = RunLogs::continue_from(&self.state)?;
+        self.last_checkpoint = self.state.checkpoint.clone();
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cpu;
 pub mod device;
 pub mod progress;
+pub mod stop;
 pub mod wheel;
 
 /// Median of a list of timings (NaN when empty).

@@ -89,11 +89,39 @@ impl Tf1Optimizer {
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`; returns the updated module (same parameter ids, same autodiff
     /// state).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        self.step_probed(lr, module, grads).0
+    }
+
+    /// [`step`](Self::step), and two finiteness probes on the plain device, each `[1]`: one
+    /// over the gradients, one over the new optimiser slots; a probe is 0 when every value
+    /// it covers is finite and NaN otherwise (see [`finite_probe`]). Nothing is read back.
+    pub fn step_probed<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> (M, Probe, Probe) {
         self.steps += 1;
-        let mut mapper =
-            StepMapper { path: Vec::new(), grads: &mut grads, rule: self.rule.as_ref(), slots: &mut self.slots, lr, t: self.steps };
-        module.map(&mut mapper)
+        let mut mapper = StepMapper {
+            path: Vec::new(),
+            grads: &mut grads,
+            rule: self.rule.as_ref(),
+            slots: &mut self.slots,
+            lr,
+            t: self.steps,
+            grad_probe: Probe::default(),
+            slot_probe: Probe::default(),
+        };
+        let module = module.map(&mut mapper);
+        (module, mapper.grad_probe, mapper.slot_probe)
+    }
+
+    /// A copy of the state (tensor handles: no values are copied), to put back with
+    /// [`restore`](Self::restore) when a step must not count.
+    pub fn snapshot(&self) -> OptimizerSnapshot {
+        OptimizerSnapshot { slots: self.slots.clone(), steps: self.steps }
+    }
+
+    /// Puts back the state of [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, s: OptimizerSnapshot) {
+        self.slots = s.slots;
+        self.steps = s.steps;
     }
 
     /// The state as named tensors (`<param path>/<slot name>`) for a checkpoint.
@@ -145,6 +173,38 @@ impl Tf1Optimizer {
     }
 }
 
+/// The optimiser state at one point ([`Tf1Optimizer::snapshot`]).
+pub struct OptimizerSnapshot {
+    slots: BTreeMap<String, Vec<Tensor<1>>>,
+    steps: u64,
+}
+
+/// `0` when every element of `t` is finite, NaN when one is NaN or infinite: `sum(t * 0)`.
+/// One fused element-wise pass and reduction per tensor and no read-back; unlike `sum(t)` it
+/// cannot overflow on large finite values, and it needs no NaN-aware max.
+pub fn finite_probe<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    t.mul_scalar(0.0).sum()
+}
+
+/// Finiteness probes of several tensors, combined into one with [`Probe::total`].
+#[derive(Default)]
+pub struct Probe(Vec<Tensor<1>>);
+
+impl Probe {
+    /// Adds the probe of `t` (see [`finite_probe`]).
+    pub fn add<const D: usize>(&mut self, t: Tensor<D>) {
+        self.0.push(finite_probe(t));
+    }
+
+    /// `[1]` on `device`: 0 when all the tensors added were finite, else NaN (0 when none were).
+    pub fn total(self, device: &Device) -> Tensor<1> {
+        if self.0.is_empty() {
+            return Tensor::zeros([1], device);
+        }
+        Tensor::cat(self.0.into_iter().map(|t| t.to_device(device)).collect(), 0).sum()
+    }
+}
+
 struct StepMapper<'a> {
     path: Vec<String>,
     grads: &'a mut GradientsParams,
@@ -152,6 +212,8 @@ struct StepMapper<'a> {
     slots: &'a mut BTreeMap<String, Vec<Tensor<1>>>,
     lr: f64,
     t: u64,
+    grad_probe: Probe,
+    slot_probe: Probe,
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -177,7 +239,11 @@ impl ModuleMapper for StepMapper<'_> {
         let g: Tensor<1> = grad.inner().reshape([n]);
         let key = self.path.join(".");
         let slots = self.slots.entry(key).or_insert_with(|| self.rule.init_slots(&w));
+        self.grad_probe.add(g.clone());
         let updated = self.rule.apply(self.lr, self.t, w, g, slots).reshape(dims);
+        for s in slots.iter() {
+            self.slot_probe.add(s.clone());
+        }
         let mut out = updated;
         if autodiff {
             out = Tensor::from_inner(out);

@@ -1,0 +1,254 @@
+//! Training that never loses work (issue #21, items 1 and 2), as a user meets it: a learning
+//! rate that diverges (refused steps, rollback to the last checkpoint with a lower rate, or a
+//! clear stop; no non-finite checkpoint ever written), and SIGTERM in the middle of an epoch
+//! (exit 0, a checkpoint, `--resume` ends exactly like the uninterrupted run).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+fn facenet() -> Command {
+    let mut c = Command::cargo_bin("facenet").unwrap();
+    c.env("FACENET_NO_PROGRESS", "1").current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn output(c: &mut Command) -> (bool, String, String) {
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn run_ok(c: &mut Command) -> (String, String) {
+    let (ok, stdout, stderr) = output(c);
+    assert!(ok, "failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// 8 identities x 5 images of 40 px.
+fn synth(dir: &Path) {
+    run_ok(facenet().arg("synth").arg(dir).args([
+        "--identities",
+        "8",
+        "--images_per_identity",
+        "5",
+        "--image_size",
+        "40",
+        "--pairs_identities",
+        "2",
+        "--pairs_images_per_identity",
+        "2",
+        "--pairs_folds",
+        "2",
+        "--pairs_per_fold",
+        "1",
+        "--no_baseline",
+        "--threads",
+        "1",
+    ]));
+}
+
+fn only_subdir(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.pop().unwrap()
+}
+
+fn csv(path: &Path) -> Vec<Vec<String>> {
+    fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// The small network on the synthetic data, RMSPROP, dropout (keep 0.8), augmentation.
+fn args(data: &Path, logs: &Path, models: &Path, epoch_size: usize) -> Vec<String> {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut v: Vec<String> = vec!["train".into(), "--data_dir".into(), s(&data.join("train"))];
+    v.extend(["--logs_base_dir".into(), s(logs), "--models_base_dir".into(), s(models)]);
+    v.extend(["--epoch_size".into(), epoch_size.to_string()]);
+    v.extend(
+        [
+            "--model_def",
+            "inception_resnet_v1_small",
+            "--image_size",
+            "32",
+            "--embedding_size",
+            "16",
+            "--batch_size",
+            "8",
+            "--optimizer",
+            "RMSPROP",
+            "--keep_probability",
+            "0.8",
+            "--random_crop",
+            "--random_flip",
+            "--weight_decay",
+            "1e-4",
+            "--center_loss_factor",
+            "0.01",
+            "--validation_set_split_ratio",
+            "0.2",
+            "--nrof_preprocess_threads",
+            "2",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+/// Every tensor of a checkpoint file is finite.
+fn assert_finite_checkpoint(ckpt: &Path) {
+    for file in ["model.safetensors", "train_state.safetensors"] {
+        let (tensors, _) = facenet::train::tensor_file::decode(&fs::read(ckpt.join(file)).unwrap()).unwrap();
+        assert!(!tensors.is_empty());
+        for (name, (_, values)) in &tensors {
+            assert!(values.iter().all(|v| v.is_finite()), "{}: {name} has non-finite values", ckpt.join(file).display());
+        }
+    }
+}
+
+#[test]
+fn a_diverging_learning_rate_rolls_back_or_stops_and_never_saves_non_finite_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth(&data);
+    // epoch 1 trains normally; epoch 2's rate makes the network blow up within a step or two
+    let schedule = tmp.path().join("schedule.txt");
+    fs::write(&schedule, "0: 0.01\n2: 1e30\n").unwrap();
+    let with_schedule = |logs: &Path, models: &Path| {
+        let mut a = args(&data, logs, models, 3);
+        a.extend(
+            ["--learning_rate", "-1", "--learning_rate_schedule_file", schedule.to_str().unwrap(), "--max_nrof_epochs", "2"]
+                .map(String::from),
+        );
+        a.extend(["--max_nonfinite_steps", "2"].map(String::from));
+        a
+    };
+
+    // A rollback with the rate multiplied by 1e-31 (1e30 -> 0.1): the run recovers and ends
+    let (logs, models) = (tmp.path().join("a/logs"), tmp.path().join("a/models"));
+    let mut a = with_schedule(&logs, &models);
+    a.extend(["--nonfinite_lr_factor", "1e-31"].map(String::from));
+    let (_, stderr) = run_ok(facenet().args(&a));
+    assert!(stderr.contains("not applied: non-finite"), "{stderr}");
+    assert!(stderr.contains("rolling back to") && stderr.contains("ckpt-000001"), "{stderr}");
+    let run = only_subdir(&models);
+    let ckpt2 = run.join("ckpt-000002");
+    assert_finite_checkpoint(&run.join("ckpt-000001"));
+    assert_finite_checkpoint(&ckpt2);
+    let state: serde_json::Value = serde_json::from_str(&fs::read_to_string(ckpt2.join("train_state.json")).unwrap()).unwrap();
+    let factor = state["learning_rate_factor"].as_f64().unwrap();
+    assert!((factor - 1e-31).abs() < 1e-40, "{state}");
+    let log = only_subdir(&logs);
+    let steps = csv(&log.join("steps.csv"));
+    assert_eq!(steps.len(), 1 + 6, "epoch 1's three steps, epoch 2's three after the rollback: {steps:?}");
+    let step_numbers: Vec<&str> = steps[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(step_numbers, ["1", "2", "3", "4", "5", "6"]);
+    assert!(steps[1..].iter().all(|r| r[3].parse::<f64>().unwrap().is_finite()), "{steps:?}");
+    let epochs = csv(&log.join("epochs.csv"));
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs[2][1].parse::<f64>().unwrap().is_finite());
+
+    // B: no rollback (factor 0): a clear stop naming the checkpoint and the resume command
+    let (logs, models) = (tmp.path().join("b/logs"), tmp.path().join("b/models"));
+    let mut a = with_schedule(&logs, &models);
+    a.extend(["--nonfinite_lr_factor", "0"].map(String::from));
+    let (ok, _, stderr) = output(facenet().args(&a));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("stopping: 2 consecutive steps had non-finite values"), "{stderr}");
+    assert!(stderr.contains("facenet train --resume"), "{stderr}");
+    let run = only_subdir(&models);
+    assert_finite_checkpoint(&run.join("ckpt-000001"));
+    assert!(!run.join("ckpt-000002").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_mid_epoch_checkpoints_exits_0_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth(&data);
+    let (epoch_size, epochs) = (12, "2");
+
+    // A: uninterrupted
+    let (logs_a, models_a) = (tmp.path().join("a/logs"), tmp.path().join("a/models"));
+    let mut a = args(&data, &logs_a, &models_a, epoch_size);
+    a.extend(["--learning_rate", "0.01", "--max_nrof_epochs", epochs].map(String::from));
+    run_ok(facenet().args(&a));
+
+    // B: SIGTERM once the first steps are logged, then --resume
+    let (logs_b, models_b) = (tmp.path().join("b/logs"), tmp.path().join("b/models"));
+    let mut b = args(&data, &logs_b, &models_b, epoch_size);
+    b.extend(["--learning_rate", "0.01", "--max_nrof_epochs", epochs].map(String::from));
+    let exe = assert_cmd::cargo::cargo_bin("facenet");
+    let child = std::process::Command::new(exe)
+        .args(&b)
+        .env("FACENET_NO_PROGRESS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let steps_logged = || -> usize {
+        fs::read_dir(&logs_b)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| fs::read_to_string(e.ok()?.path().join("steps.csv")).ok())
+            .map_or(0, |t| t.lines().count().saturating_sub(1))
+    };
+    while steps_logged() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "training logged no steps");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "SIGTERM must end the run cleanly:\n{stderr}");
+    assert!(stderr.contains("Stopped by a signal after step") && stderr.contains("--resume"), "{stderr}");
+    let run_b = only_subdir(&models_b);
+    let log_b = only_subdir(&logs_b);
+    let stopped_at = csv(&log_b.join("steps.csv")).len() - 1;
+    assert!(stopped_at >= 2, "{stopped_at}");
+    // inside epoch 1 (a step takes tens of milliseconds): a checkpoint of the partial epoch
+    assert!(stopped_at < epoch_size, "the signal came after epoch 1 ({stopped_at} steps)");
+    {
+        let ckpt = run_b.join("ckpt-000001");
+        let state: serde_json::Value = serde_json::from_str(&fs::read_to_string(ckpt.join("train_state.json")).unwrap()).unwrap();
+        assert_eq!(state["epoch"], 0, "{state}");
+        assert_eq!(state["global_step"], stopped_at, "{state}");
+        assert_eq!(state["partial_epoch"]["batches_done"], stopped_at, "{state}");
+        assert_eq!(csv(&log_b.join("epochs.csv")).len(), 1, "no epoch row for the partial epoch");
+    }
+    let (stdout, _) = run_ok(facenet().args(["train", "--resume", run_b.to_str().unwrap(), "--device", "cpu"]));
+    assert!(stdout.contains("Resuming from"), "{stdout}");
+
+    // the same statistics and the same final checkpoint as the uninterrupted run
+    let log_a = only_subdir(&logs_a);
+    let (ea, eb) = (csv(&log_a.join("epochs.csv")), csv(&log_b.join("epochs.csv")));
+    assert_eq!(ea.len(), 3);
+    assert_eq!(eb.len(), 3, "{eb:?}");
+    for col in ["epoch", "loss", "xent", "accuracy", "lr", "center_loss", "val_loss", "val_accuracy", "step", "images"] {
+        let i = ea[0].iter().position(|h| h == col).unwrap();
+        for row in 1..=2 {
+            assert_eq!(ea[row][i], eb[row][i], "column {col}, epoch {row}");
+        }
+    }
+    let (sa, sb) = (csv(&log_a.join("steps.csv")), csv(&log_b.join("steps.csv")));
+    assert_eq!(sa.len(), 1 + 2 * epoch_size);
+    assert_eq!(sb.len(), sa.len());
+    for (a, b) in sa.iter().zip(&sb) {
+        assert_eq!(a[..10], b[..10]);
+    }
+    let run_a = only_subdir(&models_a);
+    for file in ["model.safetensors", "train_state.safetensors"] {
+        let read = |run: &Path| facenet::train::tensor_file::decode(&fs::read(run.join("ckpt-000002").join(file)).unwrap()).unwrap().0;
+        let (ta, tb) = (read(&run_a), read(&run_b));
+        assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{file}");
+        let differing: Vec<&String> = ta.keys().filter(|k| ta[*k] != tb[*k]).collect();
+        assert!(differing.is_empty(), "{file}: tensors differ after epoch 2: {differing:?}");
+    }
+}
