@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config, MAX_IMAGE_SIZE};
 use super::registry::{canonical_name, config_from_def, ModelOptions};
+use super::tf::{self, find_tf_model, TfModelPath};
 use crate::data::preprocess::Standardization;
 
 /// Weights file of a checkpoint.
@@ -240,6 +241,10 @@ pub fn load_inference_model(path: &Path, device: &Device) -> Result<(InceptionRe
         load_pytorch_weights(&mut model, path)?;
         return Ok((model.valid().fold_batch_norm(), meta));
     }
+    if let Some(tf) = find_tf_model(path) {
+        let (model, meta) = load_tf_model(&tf, device)?;
+        return Ok((model.fold_batch_norm(), meta));
+    }
     let dir = resolve_checkpoint(path)?;
     let mf = read_model_file(&dir)?;
     let mut model = mf.config.clone().with_num_classes(0).init(device);
@@ -261,6 +266,9 @@ pub fn load_pretrained(model: &mut InceptionResnetV1, path: &Path) -> Result<Str
         load_pytorch_weights(model, path)?;
         return Ok(format!("facenet-pytorch weights {} (Logits layer initialised fresh)", path.display()));
     }
+    if let Some(tf) = find_tf_model(path) {
+        return load_tf_pretrained(model, &tf);
+    }
     let dir = resolve_checkpoint(path)?;
     let mf = read_model_file(&dir)?;
     if mf.meta.embedding_size != model.embedding_size() {
@@ -274,6 +282,50 @@ pub fn load_pretrained(model: &mut InceptionResnetV1, path: &Path) -> Result<Str
         mf.epoch,
         mf.meta.model_def,
         if with_logits { "" } else { "; Logits layer initialised fresh (different number of classes)" }
+    ))
+}
+
+/// The meta of a TensorFlow model of the reference: input 160 x 160 and per-image
+/// standardisation, the defaults of the reference's `validate_on_lfw.py` (its 2018 models were
+/// trained with `--use_fixed_image_standardization`: pass that flag, as with the reference).
+pub fn tf_meta(config: &InceptionResnetV1Config) -> ModelMeta {
+    ModelMeta {
+        model_def: "inception_resnet_v1".into(),
+        embedding_size: config.embedding_size,
+        image_size: 160,
+        standardization: Standardization::PerImage,
+        num_classes: config.num_classes,
+    }
+}
+
+/// Loads the reference's TensorFlow checkpoint or frozen graph (see [`tf`]) for inference
+/// (not folded, without Logits layer).
+pub fn load_tf_model(model: &TfModelPath, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
+    let src = tf::open(model)?;
+    let config = tf::infer_config(src.as_ref())?;
+    let meta = tf_meta(&config);
+    let mut net = config.with_num_classes(0).init(device);
+    tf::load_tf_weights(&mut net, src.as_ref(), false)?;
+    Ok((net.valid(), meta))
+}
+
+/// `--pretrained_model` from the reference's TensorFlow checkpoint or frozen graph: the
+/// network of `--model_def inception_resnet_v1` with the same embedding size; its Logits layer
+/// too when the numbers of classes agree.
+pub fn load_tf_pretrained(model: &mut InceptionResnetV1, tf_model: &TfModelPath) -> Result<String> {
+    let src = tf::open(tf_model)?;
+    let config = tf::infer_config(src.as_ref())?;
+    let path = src.path().display().to_string();
+    if config.embedding_size != model.embedding_size() {
+        bail!("{path}: embedding size {} differs from --embedding_size {}", config.embedding_size, model.embedding_size());
+    }
+    let with_logits = config.num_classes > 0 && config.num_classes == model.num_classes();
+    tf::load_tf_weights(model, src.as_ref(), with_logits)
+        .with_context(|| format!("{path} does not fit the network of --model_def (the reference's is inception_resnet_v1)"))?;
+    Ok(format!(
+        "TensorFlow {} {path}{}",
+        if matches!(tf_model, TfModelPath::Frozen(_)) { "frozen graph" } else { "checkpoint" },
+        if with_logits { "" } else { " (Logits layer initialised fresh)" }
     ))
 }
 

@@ -4,6 +4,7 @@
 //!   cost model and L2 weight penalty;
 //! - [`blocks`]: the conv-BN-ReLU unit and the residual / reduction blocks;
 //! - [`registry`]: `--model_def` names -> configurations;
+//! - [`tf`]: the reference's TensorFlow checkpoints and frozen graphs, read;
 //! - [`load`]: model files (checkpoint folders, facenet-pytorch state dicts) and loading a
 //!   network from them for inference or as pretrained weights.
 //!
@@ -14,6 +15,7 @@ pub mod blocks;
 pub mod inception_resnet_v1;
 pub mod load;
 pub mod registry;
+pub mod tf;
 
 pub use inception_resnet_v1::{
     l2_normalize, InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config, InceptionResnetV1Output, ModelCost,

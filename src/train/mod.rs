@@ -11,6 +11,7 @@
 //!   centres), shared by the loop, `facenet bench train` and the tests;
 //! - [`guard`]: the non-finite guard of a step (probes, undo) and what the loop does after
 //!   refused steps;
+//! - [`data_parallel`]: `--devices`: replicas on shards of the batch, gradients combined;
 //! - [`summary`]: console output and what a run returns ([`TrainSummary`]);
 //! - [`loss`]: cross-entropy + weight decay + center loss + prelogits norm;
 //! - [`center_loss`]: the class centres and their gradient-free update;
@@ -29,6 +30,7 @@
 
 pub mod center_loss;
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod end_of_epoch;
 pub mod epoch;
 pub mod evaluate;

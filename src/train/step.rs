@@ -15,12 +15,12 @@
 //! [`crate::train::trainer`].
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::center_loss::CenterLoss;
+use super::data_parallel::{replica_pass, ReplicaPass, SameDevice};
 use super::guard::{non_finite_kinds, sync_running_stats, weights_probe, RunningStats};
-use super::loss::{loss_terms, LossValues, LossWeights};
+use super::loss::{LossValues, LossWeights};
 use super::optim::{finite_probe, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
@@ -49,6 +49,8 @@ pub struct TrainStep {
     weights: LossWeights,
     /// The plain (non-autodiff) device of the centres and labels.
     device: Device,
+    /// Model replicas the batch is shared among (`--devices`; 1: the whole batch at once).
+    replicas: usize,
 }
 
 impl TrainStep {
@@ -58,7 +60,7 @@ impl TrainStep {
     /// so reading one now would draw its initial values at another point of the random
     /// stream than the first step does, and change the run.
     pub fn new(model: InceptionResnetV1, optimizer: Tf1Optimizer, centers: CenterLoss, weights: LossWeights, device: &Device) -> Self {
-        TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone() }
+        TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone(), replicas: 1 }
     }
 
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
@@ -70,20 +72,19 @@ impl TrainStep {
     pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, StepError> {
         let model = self.model.take().expect("the network is back after every step");
         let n = labels.len();
-        let ad = x.device();
         let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
-        let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &ad);
         // synced at the end of every step, so these are the values before this forward pass
         let stats_before = RunningStats::of(&model);
-        let out = model.forward(x);
-        let Some(logits) = out.logits else {
-            self.model = Some(stats_before.restore(model));
-            return Err(StepError::NoLogits);
-        };
         let batch_centers = self.centers.batch_centers(&labels_plain);
-        let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, &batch_centers, &self.weights);
-        let prelogits = out.prelogits.detach().inner();
-        let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+        // forward, loss, backward: the whole batch, or one shard per replica (--devices)
+        let pass = replica_pass(model, x, labels, &batch_centers, &self.weights, self.replicas, &SameDevice);
+        let ReplicaPass { model, terms, prelogits, grads } = match pass {
+            Ok(p) => p,
+            Err(model) => {
+                self.model = Some(stats_before.restore(*model));
+                return Err(StepError::NoLogits);
+            }
+        };
         // the candidate state; the old one is kept as handles (nothing copied)
         let old_model = model.clone();
         let old_optimizer = self.optimizer.snapshot();
@@ -123,6 +124,13 @@ impl TrainStep {
     pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, num_classes: usize, embedding_size: usize, device: &Device) -> Self {
         let centers = CenterLoss::new(num_classes, embedding_size, opts.center_loss_alfa, device);
         Self::new(model, Tf1Optimizer::new(opts.optimizer), centers, LossWeights::from_options(opts), device)
+    }
+
+    /// The same step with the batch shared among `replicas` model replicas, gradients
+    /// combined (see [`crate::train::data_parallel`]).
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
     }
 
     /// The network (training mode, autodiff device).

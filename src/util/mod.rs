@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod cache;
 pub mod cpu;
 pub mod device;
+pub mod devices;
 pub mod progress;
 pub mod stop;
 pub mod wheel;
