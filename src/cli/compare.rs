@@ -24,7 +24,8 @@ pub struct CompareArgs {
     /// argument is the model (the reference's `compare.py MODEL IMAGE...`)
     #[arg(required = true)]
     pub args: Vec<PathBuf>,
-    /// Model: a run's models folder, a checkpoint, or a facenet-pytorch .pt state dict
+    /// Model: a run's models folder, a checkpoint, a facenet-pytorch .pt state dict, or the
+    /// reference's TensorFlow model (folder, checkpoint prefix or frozen .pb)
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Side of the aligned face in pixels

@@ -27,7 +27,8 @@ pub struct EmbedArgs {
     /// Images, or folders searched recursively for images
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Model: a training run's models folder, a checkpoint, or a facenet-pytorch .pt state dict
+    /// Model: a training run's models folder, a checkpoint, a facenet-pytorch .pt state dict, or
+    /// the reference's TensorFlow model (folder, checkpoint prefix or frozen .pb)
     #[arg(long)]
     pub model: PathBuf,
     /// Output matrix (N x D float32); the paths go to the same name with .txt

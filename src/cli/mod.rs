@@ -10,6 +10,7 @@ mod compare;
 mod demo;
 mod detect;
 mod embed;
+mod export;
 mod fetch_weights;
 mod limits;
 mod synth;
@@ -55,6 +56,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Align photos and print their pairwise embedding distances
     Compare(compare::CompareArgs),
+    /// Write a model as ONNX, a facenet-pytorch state dict (.pt) or one .safetensors file
+    Export(export::ExportArgs),
     /// Render a dataset of synthetic identities with LFW-style pairs
     Synth(synth::SynthArgs),
     /// Run the whole workflow on built-in data and write a report
@@ -82,6 +85,7 @@ pub fn main_with_args(args: Vec<OsString>) -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Export(a) => export::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
     };

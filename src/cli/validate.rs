@@ -29,7 +29,8 @@ pub struct ValidateArgs {
     /// Pairs file
     #[arg(long, default_value = "data/pairs.txt")]
     pub lfw_pairs: PathBuf,
-    /// Model checkpoint folder or file
+    /// Model checkpoint folder or file (also a facenet-pytorch .pt, or the reference's TensorFlow
+    /// model: folder, checkpoint prefix or frozen .pb)
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Precomputed embeddings (.npy, 2N x D float32/float64; rows 2k and 2k+1 form pair k)

@@ -9,9 +9,11 @@
 //! ```
 //!
 //! [`load_inference_model`] turns any of: a run's models folder (latest checkpoint), one
-//! checkpoint folder or its `model.safetensors`, or a facenet-pytorch `InceptionResnetV1`
-//! state dict (`.pt`/`.pth`, 512-d) into a network in inference mode; [`load_pretrained`]
-//! loads the same files into a training network (`--pretrained_model`).
+//! checkpoint folder or its `model.safetensors`, a single `.safetensors` that carries its
+//! `model.json` in its `__metadata__` (what `facenet export` writes), or a facenet-pytorch
+//! `InceptionResnetV1` state dict (`.pt`/`.pth`, 512-d) into a network in inference mode
+//! ([`load_model`]: the same, batch norms not folded); [`load_pretrained`] loads the same
+//! files into a training network (`--pretrained_model`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -229,27 +231,80 @@ pub fn facenet_pytorch_meta() -> ModelMeta {
 }
 
 /// Loads a network for inference from (a) a run's models folder (newest checkpoint), (b) one
-/// checkpoint folder or its `model.safetensors`, or (c) a facenet-pytorch `InceptionResnetV1`
-/// state dict (`.pt`/`.pth`: 512-d, fixed standardisation, 160x160). The network comes back
-/// in inference mode (`valid()`: BN running statistics, no dropout) on `device`, without
-/// its Logits layer, with its batch norms folded into the convolutions
+/// checkpoint folder or its `model.safetensors`, (c) a single `.safetensors` with its
+/// `model.json` in the header ([`SAFETENSORS_MODEL_KEY`]), or (d) a facenet-pytorch
+/// `InceptionResnetV1` state dict (`.pt`/`.pth`: 512-d, fixed standardisation, 160x160).
+/// The network comes back in inference mode (`valid()`: BN running statistics, no dropout)
+/// on `device`, without its Logits layer, with its batch norms folded into the convolutions
 /// ([`InceptionResnetV1::fold_batch_norm`]).
 pub fn load_inference_model(path: &Path, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
+    let (model, meta) = load_model(path, device)?;
+    Ok((model.fold_batch_norm(), meta))
+}
+
+/// [`load_inference_model`] without folding the batch norms: the weights exactly as the file
+/// holds them (`facenet export` writes them out again).
+pub fn load_model(path: &Path, device: &Device) -> Result<(InceptionResnetV1, ModelMeta)> {
     if is_pytorch_file(path) && path.is_file() {
         let meta = facenet_pytorch_meta();
         let mut model = InceptionResnetV1Config::new().with_embedding_size(512).with_num_classes(0).init(device);
         load_pytorch_weights(&mut model, path)?;
-        return Ok((model.valid().fold_batch_norm(), meta));
+        return Ok((model.valid(), meta));
     }
     if let Some(tf) = find_tf_model(path) {
-        let (model, meta) = load_tf_model(&tf, device)?;
-        return Ok((model.fold_batch_norm(), meta));
+        return load_tf_model(&tf, device);
+    }
+    if path.is_file() && !path.parent().unwrap_or(Path::new(".")).join(MODEL_JSON).is_file() {
+        if let Some(mf) = read_safetensors_model_file(path)? {
+            let mut model = mf.config.clone().with_num_classes(0).init(device);
+            load_weights(&mut model, path, false)?;
+            return Ok((model.valid(), mf.meta));
+        }
     }
     let dir = resolve_checkpoint(path)?;
     let mf = read_model_file(&dir)?;
     let mut model = mf.config.clone().with_num_classes(0).init(device);
     load_weights(&mut model, &dir.join(MODEL_FILE), false)?;
-    Ok((model.valid().fold_batch_norm(), mf.meta))
+    Ok((model.valid(), mf.meta))
+}
+
+/// The `__metadata__` key of a single-file `.safetensors` model that holds its `model.json`.
+pub const SAFETENSORS_MODEL_KEY: &str = "facenet.model_json";
+
+/// The `model.json` a `.safetensors` file carries under [`SAFETENSORS_MODEL_KEY`] (checked
+/// like a checkpoint's), `None` for a file that is not safetensors or has no such entry.
+/// Reads the header only (a u64 length, then that much JSON), so a large file that is not
+/// a model costs nothing.
+pub fn read_safetensors_model_file(path: &Path) -> Result<Option<ModelFile>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return Ok(None);
+    }
+    let n = u64::from_le_bytes(n);
+    // safetensors' own limit on a header is 100 MB
+    if n > 100_000_000 || n > len.saturating_sub(8) {
+        return Ok(None);
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).with_context(|| format!("cannot read {}", path.display()))?;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&header) else { return Ok(None) };
+    let Some(text) = header.get("__metadata__").and_then(|m| m.get(SAFETENSORS_MODEL_KEY)).and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    let mf: ModelFile = serde_json::from_str(text)
+        .with_context(|| format!("{}: {SAFETENSORS_MODEL_KEY}: not a facenet model description", path.display()))?;
+    if mf.format != FORMAT {
+        bail!("{}: unknown model format '{}' (expected {FORMAT})", path.display(), mf.format);
+    }
+    mf.check().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let values = mf.config.clone().with_num_classes(0).values();
+    if values as u64 * 2 > len {
+        bail!("{}: describes a network of {values} values, more than the file ({len} bytes) holds", path.display());
+    }
+    Ok(Some(mf))
 }
 
 /// `--pretrained_model`: loads weights into a training network. Accepts what

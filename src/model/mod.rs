@@ -4,6 +4,7 @@
 //!   cost model and L2 weight penalty;
 //! - [`blocks`]: the conv-BN-ReLU unit and the residual / reduction blocks;
 //! - [`registry`]: `--model_def` names -> configurations;
+//! - [`export`]: writing a network as ONNX, a facenet-pytorch state dict or one `.safetensors`;
 //! - [`tf`]: the reference's TensorFlow checkpoints and frozen graphs, read;
 //! - [`load`]: model files (checkpoint folders, facenet-pytorch state dicts) and loading a
 //!   network from them for inference or as pretrained weights.
@@ -12,6 +13,7 @@
 //! collected in `src/model/BURN_NOTES.md`.
 
 pub mod blocks;
+pub mod export;
 pub mod inception_resnet_v1;
 pub mod load;
 pub mod registry;
@@ -20,5 +22,5 @@ pub mod tf;
 pub use inception_resnet_v1::{
     l2_normalize, InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config, InceptionResnetV1Output, ModelCost,
 };
-pub use load::{load_inference_model, ModelMeta};
+pub use load::{load_inference_model, load_model, ModelMeta};
 pub use registry::{config_from_def, known_models, model_from_def, ModelDefError, ModelOptions};

@@ -331,6 +331,24 @@ mod tests {
     }
 
     #[test]
+    fn the_published_architectures_come_from_their_shapes() {
+        // 20180408-102900 (128-d) and 20180402-114759 (512-d): the reference's widths
+        for e in [128, 512] {
+            let config = InceptionResnetV1Config::new().with_embedding_size(e);
+            let mut model = config.init(&Device::flex());
+            let wanted = tf_tensor_shapes(&mut model, false);
+            assert!(wanted.iter().any(|(n, s)| n == "InceptionResnetV1/Bottleneck/weights" && s == &[1792, e]));
+            assert!(wanted
+                .iter()
+                .any(|(n, s)| n == "InceptionResnetV1/Repeat_1/block17_10/Branch_1/Conv2d_0c_7x1/weights" && s == &[7, 1, 128, 128]));
+            let src = Mem(PathBuf::from("full.index"), wanted.into_iter().map(|(n, s)| (n, (s, Vec::new()))).collect());
+            let inferred = infer_config(&src).unwrap();
+            assert_eq!(inferred.arch, config.arch);
+            assert_eq!((inferred.embedding_size, inferred.num_classes, inferred.bn_epsilon), (e, 0, 0.001));
+        }
+    }
+
+    #[test]
     fn architecture_comes_from_the_shapes() {
         // a narrow network of the reference's layout, 11 Block17 (block17_10 sorts before block17_2)
         let arch = InceptionResnetV1Arch {
