@@ -252,3 +252,76 @@ fn sigterm_mid_epoch_checkpoints_exits_0_and_resumes_exactly() {
         assert!(differing.is_empty(), "{file}: tensors differ after epoch 2: {differing:?}");
     }
 }
+
+/// A tmpfs of `bytes` mounted on `dir` (root only), unmounted when dropped.
+#[cfg(target_os = "linux")]
+struct SmallDisk(PathBuf);
+
+#[cfg(target_os = "linux")]
+impl SmallDisk {
+    fn mount(dir: &Path, bytes: u64) -> Option<SmallDisk> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", dir.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_damaged_checkpoint_falls_back_and_a_full_disk_stops_with_the_previous_checkpoint_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth(&data);
+    let (logs, models) = (tmp.path().join("a/logs"), tmp.path().join("a/models"));
+    let mut a = args(&data, &logs, &models, 2);
+    a.extend(["--learning_rate", "0.01", "--max_nrof_epochs", "2"].map(String::from));
+    run_ok(facenet().args(&a));
+    let run = only_subdir(&models);
+    let ckpt2 = run.join("ckpt-000002");
+    let weights = ckpt2.join("model.safetensors");
+    let original = fs::read(&weights).unwrap();
+    let ckpt_bytes: u64 = fs::read_dir(&ckpt2).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+
+    // one flipped bit in the newest checkpoint: --resume warns, naming the file, and redoes
+    // epoch 2 from epoch 1's checkpoint, ending with the same weights
+    let mut damaged = original.clone();
+    let k = damaged.len() - 9;
+    damaged[k] ^= 0x04;
+    fs::write(&weights, &damaged).unwrap();
+    let (stdout, stderr) = run_ok(facenet().args(["train", "--resume", run.to_str().unwrap(), "--device", "cpu"]));
+    assert!(stderr.contains("warning: skipping checkpoint") && stderr.contains(weights.to_str().unwrap()), "{stderr}");
+    assert!(stdout.contains("ckpt-000001"), "{stdout}");
+    let decode = |bytes: &[u8]| facenet::train::tensor_file::decode(bytes).unwrap().0;
+    assert!(decode(&fs::read(&weights).unwrap()) == decode(&original), "epoch 2 again must give the same weights");
+
+    // a disk with room for one checkpoint and a half: the second one fails, the error names
+    // the path, the first stays intact and no temporary folder is left behind
+    #[cfg(target_os = "linux")]
+    {
+        let disk_dir = tmp.path().join("small");
+        let Some(_disk) = SmallDisk::mount(&disk_dir, ckpt_bytes * 3 / 2 + 64 * 1024) else {
+            eprintln!("skipped the full-disk part: cannot mount a tmpfs (not root?)");
+            return;
+        };
+        let mut b = args(&data, &tmp.path().join("b/logs"), &disk_dir, 2);
+        b.extend(["--learning_rate", "0.01", "--max_nrof_epochs", "2"].map(String::from));
+        let (ok, _, stderr) = output(facenet().args(&b));
+        assert!(!ok, "{stderr}");
+        let run = only_subdir(&disk_dir);
+        assert!(stderr.contains("cannot write checkpoint") && stderr.contains(run.join("ckpt-000002").to_str().unwrap()), "{stderr}");
+        facenet::train::checkpoint::verify_checkpoint(&run.join("ckpt-000001")).unwrap();
+        let names: Vec<String> = fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "leftovers: {names:?}");
+        assert!(!run.join("ckpt-000002").exists());
+    }
+}

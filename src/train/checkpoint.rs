@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,8 @@ pub const KEEP_CHECKPOINTS: usize = 3;
 pub const STATE_FILE: &str = "train_state.safetensors";
 /// Training position.
 pub const STATE_JSON: &str = "train_state.json";
+/// CRC-32C of the other files, written last.
+pub const CHECKSUMS_JSON: &str = "checksums.json";
 /// The run's options, in its models folder.
 pub const OPTIONS_JSON: &str = "options.json";
 
@@ -159,6 +161,35 @@ fn checkpoint_name(epoch: usize) -> String {
 }
 
 impl TrainState {
+    /// Checks the fields a resumed run relies on; the error names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.num_train_images == 0 {
+            return Err("num_train_images is 0".into());
+        }
+        if self.index_stream_pos > self.num_train_images {
+            return Err(format!("index_stream_pos {} is beyond num_train_images {}", self.index_stream_pos, self.num_train_images));
+        }
+        if !(self.learning_rate_factor.is_finite() && self.learning_rate_factor > 0.0 && self.learning_rate_factor <= 1.0) {
+            return Err(format!("learning_rate_factor {} is not in (0, 1]", self.learning_rate_factor));
+        }
+        if !self.learning_rate.is_finite() {
+            return Err(format!("learning_rate {} is not finite", self.learning_rate));
+        }
+        if self.optimizer_steps > self.global_step {
+            return Err(format!("optimizer_steps {} exceeds global_step {}", self.optimizer_steps, self.global_step));
+        }
+        if let Some(p) = &self.partial_epoch {
+            if p.start_step > self.global_step || p.stream_pos > self.num_train_images || p.sums.steps as u64 > self.global_step {
+                return Err("partial_epoch does not fit the checkpoint's position".into());
+            }
+            let sums = [p.sums.total, p.sums.xent, p.sums.reg, p.sums.center, p.sums.prelogits_norm, p.sums.accuracy, p.sums.seconds];
+            if sums.iter().any(|x| !x.is_finite()) {
+                return Err("partial_epoch sums are not finite".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The number in the checkpoint's folder name: its epoch, or for a run stopped inside an
     /// epoch that epoch (replaced by the complete one once it ends).
     pub fn folder_epoch(&self) -> usize {
@@ -183,22 +214,34 @@ pub fn save_checkpoint(model_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Resu
     fs::create_dir_all(model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
     let tmp = model_dir.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
+        fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
-    fs::create_dir_all(&tmp)?;
+    fs::create_dir_all(&tmp)
+        .with_context(|| format!("cannot write checkpoint {}: cannot create {}", final_dir.display(), tmp.display()))?;
     let written = (|| -> Result<()> {
+        let put = |name: &str, bytes: &[u8]| {
+            let p = tmp.join(name);
+            write_atomic_durable(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
+        };
         model
             .clone()
             .save_into(&mut SafetensorsStore::from_file(tmp.join(MODEL_FILE)).overwrite(true))
-            .map_err(|e| anyhow!("saving weights: {e}"))?;
-        write_atomic_durable(&tmp.join(MODEL_JSON), serde_json::to_string_pretty(&ckpt.model_file)?.as_bytes())?;
+            .map_err(|e| anyhow!("cannot write {}: {e}", tmp.join(MODEL_FILE).display()))?;
+        put(MODEL_JSON, serde_json::to_string_pretty(&ckpt.model_file)?.as_bytes())?;
         let mut tensors = ckpt.optimizer.clone();
         tensors.insert("centers".into(), ckpt.centers.clone());
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("optimizer".to_string(), ckpt.state.optimizer.name().to_string());
-        write_atomic_durable(&tmp.join(STATE_FILE), &tensor_file::encode(&tensors, &meta)?)?;
-        write_atomic_durable(&tmp.join(STATE_JSON), serde_json::to_string_pretty(&ckpt.state)?.as_bytes())?;
+        put(STATE_FILE, &tensor_file::encode(&tensors, &meta)?)?;
+        put(STATE_JSON, serde_json::to_string_pretty(&ckpt.state)?.as_bytes())?;
+        // last: the checksums of the files above, as they are on disk
+        let mut sums = BTreeMap::new();
+        for f in CHECKED_FILES {
+            let bytes = fs::read(tmp.join(f)).with_context(|| format!("cannot read back {}", tmp.join(f).display()))?;
+            sums.insert(f.to_string(), format!("{:08x}", crc32c::crc32c(&bytes)));
+        }
+        put(CHECKSUMS_JSON, serde_json::to_string_pretty(&sums)?.as_bytes())?;
         Ok(())
     })();
     if let Err(e) = written {
@@ -208,8 +251,8 @@ pub fn save_checkpoint(model_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Resu
     if final_dir.exists() {
         // the same epoch saved again (a resumed run): replace it
         let old = model_dir.join(format!(".{name}.old-{}", std::process::id()));
-        fs::rename(&final_dir, &old)?;
-        fs::rename(&tmp, &final_dir)?;
+        fs::rename(&final_dir, &old).with_context(|| format!("cannot move {} aside", final_dir.display()))?;
+        fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
         let _ = fs::remove_dir_all(&old);
     } else {
         fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
@@ -219,6 +262,49 @@ pub fn save_checkpoint(model_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Resu
     }
     prune(model_dir, keep)?;
     Ok(final_dir)
+}
+
+/// The files of a checkpoint that [`CHECKSUMS_JSON`] covers.
+pub const CHECKED_FILES: [&str; 4] = [MODEL_FILE, MODEL_JSON, STATE_FILE, STATE_JSON];
+
+/// Checks a checkpoint folder against its [`CHECKSUMS_JSON`] (CRC-32C of each file) and that
+/// its training state reads; the error names the damaged file. A checkpoint written before
+/// checksums existed (no such file) is only read.
+pub fn verify_checkpoint(ckpt_dir: &Path) -> Result<()> {
+    let p = ckpt_dir.join(CHECKSUMS_JSON);
+    if p.exists() {
+        let text = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let sums: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| format!("{}: bad checksum list", p.display()))?;
+        for f in CHECKED_FILES {
+            let file = ckpt_dir.join(f);
+            let want = sums.get(f).ok_or_else(|| anyhow!("{}: no checksum of {f}", p.display()))?;
+            let bytes = fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let got = format!("{:08x}", crc32c::crc32c(&bytes));
+            if &got != want {
+                bail!("{}: damaged (CRC-32C {got}, {} says {want})", file.display(), CHECKSUMS_JSON);
+            }
+        }
+    }
+    read_train_state(ckpt_dir)?;
+    Ok(())
+}
+
+/// The newest checkpoint of `model_dir` that passes [`verify_checkpoint`]; each damaged newer
+/// one gets a warning naming the file, and the previous one is taken.
+/// None when there is no checkpoint at all; an error when there are some but every one is
+/// damaged (a run is never silently started over).
+pub fn latest_good_checkpoint(model_dir: &Path) -> Result<Option<PathBuf>> {
+    let all = checkpoint_dirs(model_dir)?;
+    for (_, dir) in all.iter().rev() {
+        match verify_checkpoint(dir) {
+            Ok(()) => return Ok(Some(dir.clone())),
+            Err(e) => eprintln!("warning: skipping checkpoint {}: {e:#}; falling back to the previous one", dir.display()),
+        }
+    }
+    if !all.is_empty() {
+        bail!("{}: every checkpoint is damaged ({} checked; see the warnings above)", model_dir.display(), all.len());
+    }
+    Ok(None)
 }
 
 /// Removes all but the newest `keep` checkpoints and leftovers of killed saves.
@@ -244,6 +330,7 @@ pub fn read_train_state(ckpt_dir: &Path) -> Result<LoadedState> {
     let p = ckpt_dir.join(STATE_JSON);
     let text = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
     let state: TrainState = serde_json::from_str(&text).with_context(|| format!("{}: bad training state", p.display()))?;
+    state.validate().map_err(|field| anyhow!("{}: bad training state: {field}", p.display()))?;
     let p = ckpt_dir.join(STATE_FILE);
     let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
     let (mut tensors, _) = tensor_file::decode(&bytes).with_context(|| format!("{}", p.display()))?;
@@ -301,6 +388,58 @@ mod tests {
             centers: (vec![3, 16], vec![0.5; 48]),
         };
         save_checkpoint(dir, &ckpt, KEEP_CHECKPOINTS).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
+        let ad = Device::flex().autodiff();
+        let model = small(3).init(&ad);
+        let _ = model.forward(Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &ad));
+        let d = tempfile::tempdir().unwrap();
+        let (c1, c2) = (save(d.path(), &model, 1), save(d.path(), &model, 2));
+        assert!(c2.join(CHECKSUMS_JSON).is_file());
+        verify_checkpoint(&c2).unwrap();
+        assert_eq!(latest_good_checkpoint(d.path()).unwrap(), Some(c2.clone()));
+        // one flipped bit in the newest weights
+        let f = c2.join(MODEL_FILE);
+        let mut bytes = fs::read(&f).unwrap();
+        let k = bytes.len() - 7;
+        bytes[k] ^= 0x10;
+        fs::write(&f, bytes).unwrap();
+        let e = verify_checkpoint(&c2).unwrap_err().to_string();
+        assert!(e.contains("model.safetensors") && e.contains("damaged"), "{e}");
+        assert_eq!(latest_good_checkpoint(d.path()).unwrap(), Some(c1.clone()));
+        // a training state whose fields do not fit: named
+        let p = c1.join(STATE_JSON);
+        let text = fs::read_to_string(&p).unwrap().replace("\"num_train_images\": 40", "\"num_train_images\": 0");
+        fs::write(&p, text).unwrap();
+        fs::remove_file(c1.join(CHECKSUMS_JSON)).unwrap();
+        let e = format!("{:#}", read_train_state(&c1).err().unwrap());
+        assert!(e.contains("train_state.json") && e.contains("num_train_images"), "{e}");
+        // nothing good left: an error, not a fresh start
+        let e = latest_good_checkpoint(d.path()).unwrap_err().to_string();
+        assert!(e.contains("every checkpoint is damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_non_finite_state_is_never_written() {
+        let ad = Device::flex().autodiff();
+        let model = small(3).init(&ad);
+        // activations of 1e30: the batch variances overflow to infinity
+        let _ = model.forward(Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1e30), &ad));
+        let d = tempfile::tempdir().unwrap();
+        let mut opt = BTreeMap::new();
+        opt.insert("conv2d_1a.conv.weight/m".to_string(), (vec![1], vec![1.0f32]));
+        let ckpt = Checkpoint {
+            model: &model,
+            model_file: ModelFile { format: FORMAT.into(), meta: meta(3), config: small(3), epoch: 1, global_step: 10 },
+            state: state(1),
+            optimizer: opt,
+            centers: (vec![3, 16], vec![0.5; 48]),
+        };
+        let e = save_checkpoint(d.path(), &ckpt, KEEP_CHECKPOINTS).unwrap_err().to_string();
+        assert!(e.contains("refusing to write checkpoint") && e.contains("batch-norm running statistic"), "{e}");
+        assert_eq!(fs::read_dir(d.path()).map(|r| r.count()).unwrap_or(0), 0, "nothing written");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::Device;
 
 use super::center_loss::CenterLoss;
-use super::checkpoint::{read_train_state, PartialEpoch, OPTIONS_JSON};
+use super::checkpoint::{latest_good_checkpoint, read_train_state, PartialEpoch, OPTIONS_JSON};
 use super::evaluate::LfwSet;
 use super::loss::LossWeights;
 use super::optim::Tf1Optimizer;
@@ -29,7 +29,7 @@ use super::tensorboard::TrainEvents;
 use crate::data::dataset::{expand_tilde, Dataset};
 use crate::data::loader::{paths_and_labels, split_dataset, IndexStream, SplitMode};
 use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
-use crate::model::load::{latest_checkpoint, load_pretrained, load_weights, read_model_file, ModelMeta, MODEL_FILE};
+use crate::model::load::{load_pretrained, load_weights, read_model_file, ModelMeta, MODEL_FILE};
 use crate::model::registry::{canonical_name, config_from_def, ModelOptions};
 use crate::util::atomic::write_atomic;
 
@@ -142,7 +142,7 @@ impl RunState {
         let model_def = canonical_name(&opts.model_def).ok_or_else(|| anyhow!("unknown --model_def '{}'", opts.model_def))?.to_string();
         let ad = device.clone().autodiff();
         let checkpoint = match resume_dir {
-            Some(dir) => latest_checkpoint(dir)?,
+            Some(dir) => latest_good_checkpoint(dir)?,
             None => None,
         };
         let mut optimizer = Tf1Optimizer::new(opts.optimizer);
