@@ -367,9 +367,11 @@ impl InceptionResnetV1Config {
         s = c.conv(s, c1a, c2a, [3, 3], 1, Some(mode), true).ok_or_else(too_small)?;
         s = c.conv(s, c2a, c2b, [3, 3], 1, None, true).ok_or_else(too_small)?;
         s = mode.out_size(s, 3, 2).ok_or_else(too_small)?;
+        c.activations += (c2b * s * s) as u64;
         s = c.conv(s, c2b, c3b, [1, 1], 1, Some(mode), true).ok_or_else(too_small)?;
         s = c.conv(s, c3b, c4a, [3, 3], 1, Some(mode), true).ok_or_else(too_small)?;
         s = c.conv(s, c4a, c4b, [3, 3], 2, Some(mode), true).ok_or_else(too_small)?;
+        let s35 = s;
         let [c35, c17, c8] = a.stage_channels();
         for _ in 0..a.block35_repeats {
             let w = a.block35_width;
@@ -420,7 +422,13 @@ impl InceptionResnetV1Config {
             c.params += (e + 1) * self.num_classes;
             c.macs += (e * self.num_classes) as u64;
         }
-        Ok(ModelCost { params: c.params, bn_buffers: c.bn_buffers, macs: c.macs, final_grid: s })
+        // the branches' concatenations, each block's residual sum and the reductions' pooled branch
+        let s8 = s;
+        c.activations += (a.block35_repeats * 2 * c35 * s35 * s35 + 2 * c17 * s17 * s17) as u64;
+        c.activations += (a.block17_repeats * 2 * c17 * s17 * s17 + 2 * c8 * s8 * s8) as u64;
+        c.activations += ((a.block8_repeats + 1) * 2 * c8 * s8 * s8) as u64;
+        c.activations += (2 * c8 + 2 * e + 2 * self.num_classes) as u64;
+        Ok(ModelCost { params: c.params, bn_buffers: c.bn_buffers, macs: c.macs, activations: c.activations, final_grid: s })
     }
 
     /// The smallest square input this configuration accepts.
@@ -438,6 +446,10 @@ pub struct ModelCost {
     pub bn_buffers: usize,
     /// Forward multiply-accumulates of convs and fully connected layers, per image.
     pub macs: u64,
+    /// Values of the feature maps one image makes on the way through (every convolution's
+    /// output, the pooled and concatenated maps, the residual sums), the measure of the
+    /// activation memory training keeps for the backward pass (`crate::train::memory`).
+    pub activations: u64,
     /// Spatial size of the last feature map (before global pooling).
     pub final_grid: usize,
 }
@@ -454,6 +466,7 @@ struct CostCounter {
     params: usize,
     bn_buffers: usize,
     macs: u64,
+    activations: u64,
 }
 
 impl CostCounter {
@@ -491,6 +504,7 @@ impl CostCounter {
             self.bn_buffers += 2 * cout;
         }
         self.macs += (weights * out * out) as u64;
+        self.activations += (cout * out * out) as u64;
         Some(out)
     }
 }

@@ -14,6 +14,7 @@
 //! - [`data_parallel`]: `--devices`: replicas on shards of the batch, gradients combined;
 //! - [`summary`]: console output and what a run returns ([`TrainSummary`]);
 //! - [`loss`]: cross-entropy + weight decay + center loss + prelogits norm;
+//! - [`memory`]: the expected peak memory, stated and checked before the first step;
 //! - [`center_loss`]: the class centres and their gradient-free update;
 //! - [`optim`]: ADAGRAD, ADADELTA, ADAM, RMSPROP, MOM with TF1 semantics;
 //! - [`schedule`]: fixed / decayed learning rates and schedule files;
@@ -36,6 +37,7 @@ pub mod epoch;
 pub mod evaluate;
 pub mod guard;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod options;
 pub mod parity;

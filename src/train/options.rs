@@ -224,6 +224,11 @@ pub struct TrainOptions {
     /// Not a property of the run: a resumed run trains where this says
     #[arg(long, default_value = "auto", env = "FACENET_DEVICE")]
     pub device: DeviceSpec,
+    /// Start even when the batch is not expected to fit into the available memory (the
+    /// estimate stated before the first step; see crate::train::memory). Not a property of the
+    /// run: a resumed run checks again unless this is given
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// A command line with only the `train` options, for computing defaults and parsing stored
@@ -375,7 +380,7 @@ impl TrainOptions {
         let mut changed = Vec::new();
         if let (Some(d), Some(g), Some(m)) = (defaults.as_object(), given.as_object(), merged.as_object_mut()) {
             for (k, v) in g {
-                if k == "resume" || k == "device" {
+                if k == "resume" || k == "device" || k == "no_memory_check" {
                     continue;
                 }
                 if d.get(k) != Some(v) && m.get(k) != Some(v) {
@@ -387,6 +392,7 @@ impl TrainOptions {
         let mut out: TrainOptions = serde_json::from_value(merged)?;
         out.resume = self.resume.clone();
         out.device = self.device;
+        out.no_memory_check = self.no_memory_check;
         for fixed in ["model_def", "embedding_size"] {
             if changed.iter().any(|c| c == fixed) {
                 bail!("--{fixed} cannot change when resuming a run (the checkpoint fixes the network)");

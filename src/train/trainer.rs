@@ -25,6 +25,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::epoch::EpochEnd;
+use super::memory;
 use super::guard::NonFinitePolicy;
 use super::options::TrainOptions;
 use super::schedule::ScheduledRate;
@@ -83,8 +84,10 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     opts.device = device.spec;
     let data = TrainData::load(&opts)?;
     let state = RunState::build(&opts, &data, resume_dir.as_deref(), &device.device, console)?;
+    let memory = memory::check_training(&opts, &state.config, device.is_cpu())?;
     let logs = RunLogs::open(&opts, &state)?;
     print_header(console, &opts, &data, &state, &device.description);
+    console.say(memory);
 
     let mut run = Training::new(&opts, &data, state, logs, console);
     let mut history = Vec::new();
