@@ -13,6 +13,7 @@ use crate::data::preprocess::Standardization;
 use crate::eval::metrics::DistanceMetric;
 use crate::model::inception_resnet_v1::{MAX_EMBEDDING_SIZE, MAX_IMAGE_SIZE};
 use crate::util::device::DeviceSpec;
+use crate::util::devices::DeviceList;
 
 // Range limits of the options (checked by [`TrainOptions::validate`]; the network's own,
 // image size and embedding width, are the model's: `crate::model::inception_resnet_v1`).
@@ -219,6 +220,12 @@ pub struct TrainOptions {
     /// rollbacks per process); 0: stop instead
     #[arg(long, default_value_t = 0.5)]
     pub nonfinite_lr_factor: f64,
+    /// Data-parallel training: one model replica per device of this list (cpu:0,cpu:1 for
+    /// CPU replicas taking turns on the CPU; cuda:0,cuda:1,...), each on its share of the global
+    /// --batch_size, gradients combined before one optimiser step; replaces --device. Not a
+    /// property of the run: a resumed run may use another list (see crate::train::data_parallel)
+    #[arg(long)]
+    pub devices: Option<DeviceList>,
     /// Where to train: auto (the first GPU an enabled GPU backend finds, else the CPU), cpu,
     /// vulkan[:N|:cpu], wgpu[:N|:cpu], cuda[:N], tch[:N|:cpu] (as built; also $FACENET_DEVICE).
     /// Not a property of the run: a resumed run trains where this says
@@ -258,6 +265,11 @@ impl TrainOptions {
         Ok(DefaultsParser::try_parse_from(args)?.options)
     }
 
+    /// Model replicas the batch is shared among (`--devices`; 1 without it).
+    pub fn replicas(&self) -> usize {
+        self.devices.as_ref().map_or(1, DeviceList::replicas)
+    }
+
     /// Checks ranges and combinations that would fail later (or silently do the wrong thing).
     pub fn validate(&self) -> Result<()> {
         let counts: [(&str, usize, usize, usize); 9] = [
@@ -288,6 +300,12 @@ impl TrainOptions {
         for (name, value) in finite {
             if !value.is_finite() {
                 bail!("--{name} must be a finite number, got {value}");
+            }
+        }
+        if let Some(d) = &self.devices {
+            if d.replicas() > self.batch_size {
+                let (r, b) = (d.replicas(), self.batch_size);
+                bail!("--devices {d}: {r} replicas need a --batch_size of at least {r} (it is the global batch), got {b}");
             }
         }
         if !(1..=1_000_000).contains(&self.max_nonfinite_steps) {
@@ -391,6 +409,7 @@ impl TrainOptions {
         }
         let mut out: TrainOptions = serde_json::from_value(merged)?;
         out.resume = self.resume.clone();
+        out.devices = self.devices.clone();
         out.device = self.device;
         out.no_memory_check = self.no_memory_check;
         for fixed in ["model_def", "embedding_size"] {

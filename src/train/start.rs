@@ -218,7 +218,7 @@ impl RunState {
             standardization: opts.standardization(),
             num_classes,
         };
-        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device);
+        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device).with_replicas(opts.replicas());
         Ok(RunState { step, ad, stream, global_step, start_epoch, partial, lr_factor, dirs, checkpoint, config, meta })
     }
 }
@@ -271,6 +271,10 @@ impl RunLogs {
 pub fn print_header(console: Console, opts: &TrainOptions, data: &TrainData, state: &RunState, device: &str) {
     let say = |line: std::fmt::Arguments| console.say(line);
     say(format_args!("Device: {device}"));
+    if let Some(list) = &opts.devices {
+        let (n, r) = (opts.batch_size, list.replicas());
+        say(format_args!("Devices: {list} ({r} replicas, {} to {} of the {n} images of a batch each)", n / r, n.div_ceil(r)));
+    }
     say(format_args!("Model directory: {}", state.dirs.model_dir.display()));
     say(format_args!("Log directory: {}", state.dirs.log_dir.display()));
     if let Some(c) = &state.checkpoint {

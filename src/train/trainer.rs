@@ -80,6 +80,10 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     let started = Instant::now();
     let (mut opts, resume_dir) = resolve_options(opts)?;
     // the one place the run's device is chosen; arguments.txt records it resolved
+    if let Some(list) = &opts.devices {
+        // the replicas' device (all CPU replicas share the CPU)
+        opts.device = super::data_parallel::check_devices(list)?;
+    }
     let device = opts.device.open()?;
     opts.device = device.spec;
     let data = TrainData::load(&opts)?;
