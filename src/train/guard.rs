@@ -273,6 +273,28 @@ mod tests {
         }
     }
 
+    /// The guard's cost on the full network (23.5 M parameters), CPU: the weights and
+    /// running-statistics probes read back, timed; the gradient and slot probes are passes
+    /// over the same number of values per tensor. `cargo test --release --lib probe_cost --
+    /// --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn probe_cost_on_the_full_network() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        let model = InceptionResnetV1Config::new().with_embedding_size(128).with_num_classes(1000).init(&ad);
+        let _ = model.forward(Tensor::<4>::random([2, 3, 160, 160], Distribution::Normal(0.0, 1.0), &ad));
+        sync_running_stats(&model);
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            assert!(non_finite_in_model(&model).is_none());
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!("weights + running statistics probe of the full network: median {:.1} ms", times[2] * 1e3);
+    }
+
     #[test]
     fn policy_rolls_back_after_n_consecutive_then_stops() {
         let mut p = NonFinitePolicy::new(3, 0.5);
