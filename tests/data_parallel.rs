@@ -141,3 +141,23 @@ fn bad_device_lists_fail_clearly() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_train_reports_the_scaling_efficiency_of_the_replicas() {
+    let args = "bench train --model_def inception_resnet_v1_small --image_size 32 --batch_size 4 --num_classes 4 --warmup 0 \
+                --steps 2 --devices cpu:0,cpu:1";
+    let (stdout, _) = run_ok(facenet().args(args.split_whitespace()));
+    let line = stdout.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line:\n{stdout}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["replicas"], 2);
+    assert_eq!(v["devices"], "cpu:0,cpu:1");
+    assert_eq!(v["replica_step_s"].as_array().unwrap().len(), 2);
+    let (one, many, eff) = (
+        v["images_per_s_median"].as_f64().unwrap(),
+        v["replica_images_per_s_median"].as_f64().unwrap(),
+        v["scaling_efficiency"].as_f64().unwrap(),
+    );
+    assert!(one > 0.0 && many > 0.0, "{v}");
+    assert!((eff - many / one).abs() < 1e-9, "one CPU device: efficiency = replica images/s over one device's ({v})");
+    assert!(stdout.contains("scaling efficiency"), "{stdout}");
+}

@@ -19,6 +19,7 @@ use crate::synth::{identity_params, image_nuisance, render::render_face, SynthCo
 use crate::train::{TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
+use crate::util::devices::DeviceList;
 use crate::util::median;
 
 #[derive(Args, Debug)]
@@ -107,6 +108,11 @@ pub struct TrainBench {
     pub warmup: usize,
     #[arg(long, default_value_t = 5, value_parser = limits::count())]
     pub steps: usize,
+    /// Data-parallel replicas as `facenet train --devices` runs them (e.g. cpu:0,cpu:1):
+    /// times the step on one device and on the replicas with the same global --batch_size,
+    /// and reports the scaling efficiency (replaces --device)
+    #[arg(long)]
+    pub devices: Option<DeviceList>,
 }
 
 #[derive(Args, Debug)]
@@ -267,9 +273,61 @@ fn synth(b: SynthBench) -> Result<()> {
 }
 
 /// The training step of `facenet train` ([`TrainStep`]: same loss, optimiser and centre
-/// update) on random input, timed.
+/// update) on random input, timed; with `--devices`, on one device and on the replicas.
 fn train(b: TrainBench) -> Result<()> {
-    let chosen = b.device.open()?;
+    let spec = match &b.devices {
+        Some(list) => crate::train::data_parallel::check_devices(list)?,
+        None => b.device.device,
+    };
+    let chosen = spec.open()?;
+    let replicas = b.devices.as_ref().map_or(1, DeviceList::replicas);
+    if replicas > b.batch_size {
+        return Err(anyhow!("--devices: {replicas} replicas need a --batch_size of at least {replicas} (it is the global batch)"));
+    }
+    let one = time_train_steps(&b, &chosen, 1)?;
+    let (n, s) = (b.batch_size, b.image_size);
+    println!(
+        "bench train: {} at {s}x{s}, batch {n}, {} classes: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
+        b.model_def,
+        b.num_classes,
+        one.images_per_s,
+        b.steps,
+        one.median_s,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    let mut v = serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
+        "step_s": one.times, "images_per_s_median": one.images_per_s, "peak_rss_mib": peak_rss_mib(), "device_reserved_mib_max": one.device_mib});
+    if let Some(list) = &b.devices {
+        let many = time_train_steps(&b, &chosen, replicas)?;
+        // devices that compute at the same time: CPU replicas take turns on the one CPU
+        let devices = list.distinct_devices().len();
+        let efficiency = many.images_per_s / (devices as f64 * one.images_per_s);
+        println!(
+            "bench train --devices {list}: {:.2} images/s on {replicas} replicas ({devices} device(s), {} to {} images each), scaling efficiency {:.3} (images/s over {devices} x one device's)",
+            many.images_per_s,
+            n / replicas,
+            n.div_ceil(replicas),
+            efficiency
+        );
+        v["devices"] = list.to_string().into();
+        v["replicas"] = replicas.into();
+        v["replica_step_s"] = many.times.into();
+        v["replica_images_per_s_median"] = many.images_per_s.into();
+        v["scaling_efficiency"] = efficiency.into();
+    }
+    emit(&chosen, v);
+    Ok(())
+}
+
+struct StepTimes {
+    times: Vec<f64>,
+    median_s: f64,
+    images_per_s: f64,
+    device_mib: f64,
+}
+
+/// `--warmup` + `--steps` training steps of a fresh network shared among `replicas`.
+fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize) -> Result<StepTimes> {
     let device = chosen.device.clone();
     let ad = device.clone().autodiff();
     // the reference's CASIA-WebFace recipe
@@ -289,7 +347,7 @@ fn train(b: TrainBench) -> Result<()> {
         ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
     check_input(&b.model_def, &opts, b.image_size)?;
     let model = model_from_def(&b.model_def, &opts, &ad)?;
-    let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device);
+    let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device).with_replicas(replicas);
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
     let mut times = Vec::new();
@@ -306,23 +364,8 @@ fn train(b: TrainBench) -> Result<()> {
         }
         device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }
-    let med = median(&times);
-    let ips = n as f64 / med;
-    println!(
-        "bench train: {} at {s}x{s}, batch {n}, {} classes: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
-        b.model_def,
-        b.num_classes,
-        ips,
-        b.steps,
-        med,
-        peak_rss_mib().unwrap_or(f64::NAN)
-    );
-    emit(
-        &chosen,
-        serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
-            "step_s": times, "images_per_s_median": ips, "peak_rss_mib": peak_rss_mib(), "device_reserved_mib_max": device_mib}),
-    );
-    Ok(())
+    let median_s = median(&times);
+    Ok(StepTimes { images_per_s: n as f64 / median_s, times, median_s, device_mib })
 }
 
 fn align(b: AlignBenchArgs) -> Result<()> {
