@@ -76,6 +76,10 @@ impl TensorSource for Bundle {
         &self.index
     }
 
+    fn stored_values(&self) -> u64 {
+        (0..self.num_shards).map(|s| std::fs::metadata(self.shard_path(s)).map_or(0, |m| m.len()) / 4).sum()
+    }
+
     fn names(&self) -> Vec<&str> {
         self.entries.keys().map(String::as_str).collect()
     }

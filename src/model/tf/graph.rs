@@ -46,9 +46,17 @@ impl FrozenGraph {
     }
 }
 
+/// Most values of a constant filled from fewer stored values (`float_val`): freezing stores
+/// weights as `tensor_content`; a fill of more is refused rather than allocated.
+pub const MAX_FILL: usize = 1 << 20;
+
 impl TensorSource for FrozenGraph {
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn stored_values(&self) -> u64 {
+        self.consts.values().map(|(_, t)| t.tensor_content.len() as u64 / 4 + t.float_val.len() as u64).sum()
     }
 
     fn names(&self) -> Vec<&str> {
@@ -71,6 +79,9 @@ impl TensorSource for FrozenGraph {
         }
         // TensorFlow's rule: fewer values than the shape holds repeat the last one
         match t.float_val.last() {
+            Some(_) if t.float_val.len() < count && count > MAX_FILL => {
+                Err(err(format!("{count} values filled from {} (more than {MAX_FILL} are refused)", t.float_val.len())))
+            }
             Some(&last) if t.float_val.len() <= count => {
                 Ok(t.float_val.iter().copied().chain(std::iter::repeat_n(last, count - t.float_val.len())).collect())
             }

@@ -55,6 +55,9 @@ pub trait TensorSource {
     fn shape(&self, name: &str) -> Option<&[usize]>;
     /// The values of a float32 tensor (row-major, TensorFlow's layout).
     fn read_f32(&self, name: &str) -> Result<Vec<f32>, TfError>;
+    /// How many values the file really holds (its shards' bytes / 4, the graph's stored
+    /// values), whatever its shapes claim: a network is built only if the file can fill it.
+    fn stored_values(&self) -> u64;
 }
 
 /// True for a file name ending in `.pb`.

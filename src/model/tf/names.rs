@@ -28,6 +28,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Tensor, TensorData};
 
+use super::graph::MAX_FILL;
 use super::{TensorSource, TfError};
 use crate::model::blocks::{BasicConv2d, Block17, Block35, Block8, PaddingMode, ReductionA, ReductionB};
 use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Arch, InceptionResnetV1Config, MAX_REPEATS};
@@ -99,8 +100,12 @@ pub fn infer_config(src: &dyn TensorSource) -> Result<InceptionResnetV1Config, T
 /// Reads tensors into layers, collecting the names that are absent.
 struct Loader<'a> {
     src: &'a dyn TensorSource,
+    /// Only check names and shapes (no parameter is touched, none initialised).
+    dry: bool,
     /// Names and (TensorFlow) shapes asked for and absent.
     missing: Vec<(String, Vec<usize>)>,
+    /// Values of the tensors asked for and present.
+    wanted: u64,
 }
 
 /// `param` set to `value` on its own device (its id and whether it is trained kept).
@@ -121,13 +126,17 @@ impl Loader<'_> {
                 name: name.to_string(),
                 reason: format!("shape {s:?}, the network needs {shape:?}"),
             }),
+            Some(_) if self.dry => {
+                self.wanted += shape.iter().map(|&d| d as u64).product::<u64>();
+                Ok(None)
+            }
             Some(_) => Ok(Some(TensorData::new(self.src.read_f32(name)?, shape.to_vec()))),
         }
     }
 
     /// A convolution: `<scope>/weights` (HWIO -> OIHW) and, when the layer has one, `biases`.
     fn conv(&mut self, conv: &mut Conv2d, scope: &str) -> Result<(), TfError> {
-        let [o, i, kh, kw] = conv.weight.dims();
+        let [o, i, kh, kw] = conv.weight.lazy_shape().dims::<4>();
         if let Some(v) = self.read(&format!("{scope}/weights"), &[kh, kw, i, o])? {
             set(&mut conv.weight, v, |t| t.permute([3, 2, 0, 1]));
         }
@@ -141,7 +150,7 @@ impl Loader<'_> {
 
     /// A fully connected layer: `<scope>/weights` `[in, out]` and its `biases` if any.
     fn dense(&mut self, linear: &mut Linear, scope: &str) -> Result<(), TfError> {
-        let [i, o] = linear.weight.dims();
+        let [i, o] = linear.weight.lazy_shape().dims::<2>();
         if let Some(v) = self.read(&format!("{scope}/weights"), &[i, o])? {
             set(&mut linear.weight, v, |t| t);
         }
@@ -156,13 +165,13 @@ impl Loader<'_> {
     /// A batch norm `<scope>` (`.../BatchNorm`): beta, moving mean and variance; gamma 1
     /// unless the file has one.
     fn bn(&mut self, bn: &mut BatchNorm, scope: &str) -> Result<(), TfError> {
-        let n = bn.beta.dims()[0];
+        let [n] = bn.beta.lazy_shape().dims::<1>();
         let gamma = format!("{scope}/gamma");
         if self.src.shape(&gamma).is_some() {
             if let Some(v) = self.read(&gamma, &[n])? {
                 set(&mut bn.gamma, v, |t| t);
             }
-        } else {
+        } else if !self.dry {
             set(&mut bn.gamma, TensorData::new(vec![1f32; n], [n]), |t| t);
         }
         if let Some(v) = self.read(&format!("{scope}/beta"), &[n])? {
@@ -226,10 +235,17 @@ impl Loader<'_> {
 /// device); the Logits layer too when `with_logits` and the model has one. Every tensor's
 /// shape is checked before it is read; absent tensors are listed in one error.
 pub fn load_tf_weights(model: &mut InceptionResnetV1, src: &dyn TensorSource, with_logits: bool) -> Result<(), TfError> {
-    let mut l = Loader { src, missing: Vec::new() };
+    // first the names and shapes, touching no parameter: a file of another network, or whose
+    // shapes claim more than it holds, costs an error, not the memory of what it describes
+    let mut l = Loader { src, dry: true, missing: Vec::new(), wanted: 0 };
     walk(model, &mut l, with_logits)?;
     if l.missing.is_empty() {
-        return Ok(());
+        let stored = src.stored_values();
+        if l.wanted > stored + MAX_FILL as u64 {
+            let reason = format!("its tensors' shapes claim {} values, the file holds {stored}: truncated?", l.wanted);
+            return Err(TfError::NotAModel { path: src.path().to_path_buf(), reason });
+        }
+        return walk(model, &mut Loader { src, dry: false, missing: Vec::new(), wanted: 0 }, with_logits);
     }
     let names = src.names();
     let held = if names.is_empty() {
@@ -264,8 +280,11 @@ pub fn tf_tensor_shapes(model: &mut InceptionResnetV1, with_logits: bool) -> Vec
         fn read_f32(&self, _: &str) -> Result<Vec<f32>, TfError> {
             Ok(Vec::new())
         }
+        fn stored_values(&self) -> u64 {
+            0
+        }
     }
-    let mut l = Loader { src: &Empty, missing: Vec::new() };
+    let mut l = Loader { src: &Empty, dry: true, missing: Vec::new(), wanted: 0 };
     // nothing is read from an empty source: no error can come
     let _ = walk(model, &mut l, with_logits);
     l.missing
@@ -328,6 +347,9 @@ mod tests {
         fn read_f32(&self, name: &str) -> Result<Vec<f32>, TfError> {
             Ok(self.1[name].1.clone())
         }
+        fn stored_values(&self) -> u64 {
+            self.1.values().map(|(_, v)| v.len() as u64).sum()
+        }
     }
 
     #[test]
@@ -345,6 +367,9 @@ mod tests {
             let inferred = infer_config(&src).unwrap();
             assert_eq!(inferred.arch, config.arch);
             assert_eq!((inferred.embedding_size, inferred.num_classes, inferred.bn_epsilon), (e, 0, 0.001));
+            // shapes claiming 23 M values of a file that holds none: refused before any read
+            let e = load_tf_weights(&mut model, &src, false).unwrap_err().to_string();
+            assert!(e.contains("full.index") && e.contains("the file holds 0"), "{e}");
         }
     }
 
