@@ -145,7 +145,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     match latest_checkpoint(path)? {
         Some(p) => Ok(p),
         None => bail!(
-            "{}: not a model: expected a checkpoint folder ({MODEL_FILE} + {MODEL_JSON}), a run's models folder with {CKPT_PREFIX}* checkpoints, or a facenet-pytorch .pt state dict",
+            "{}: not a model: expected a checkpoint folder ({MODEL_FILE} + {MODEL_JSON}), a run's models folder with {CKPT_PREFIX}* checkpoints, a facenet-pytorch .pt state dict, or the reference's TensorFlow model (a folder with its checkpoint or .pb, a checkpoint prefix, a .pb file)",
             path.display()
         ),
     }
