@@ -149,7 +149,7 @@ fn seed_command_line_runs_verbatim() {
             .arg("train")
             .args(seed.split_whitespace())
             .args(["--lfw_pairs", pairs.to_str().unwrap(), "--lfw_nrof_folds", "2", "--lfw_batch_size", "8"])
-            .args(["--max_nrof_epochs", "1", "--epoch_size", "1", "--batch_size", "3"]),
+            .args(["--max_nrof_epochs", "1", "--epoch_size", "1", "--batch_size", "3", "--log_histograms"]),
     );
     assert!(stdout.contains("Epoch 1/1:"), "{stdout}");
     assert!(stdout.contains("LFW accuracy"), "{stdout}");
@@ -172,6 +172,18 @@ fn seed_command_line_runs_verbatim() {
     assert_eq!(meta["meta"]["model_def"], "inception_resnet_v1");
     assert_eq!(meta["meta"]["image_size"], 160);
     assert_eq!(meta["meta"]["num_classes"], 8);
+    // --log_histograms: the epoch's weight and prelogit histograms, at its last step
+    let events = facenet::train::tensorboard::read_events(&facenet::train::tensorboard::event_files(&log_dir).unwrap()[0]).unwrap();
+    let histograms: Vec<_> = events.iter().flat_map(|e| e.histograms.iter().map(move |(t, h)| (e.step, t.as_str(), h))).collect();
+    let find = |tag: &str| histograms.iter().find(|(_, t, _)| *t == tag).unwrap_or_else(|| panic!("no histogram {tag}"));
+    let (step, _, w) = find("conv2d_1a/conv/weight");
+    assert_eq!((*step, w.num), (1, (32 * 3 * 3 * 3) as f64));
+    assert_eq!(w.bucket.iter().sum::<f64>(), w.num);
+    assert!(w.min < 0.0 && w.max > 0.0 && w.sum_squares > 0.0);
+    let (_, _, p) = find("prelogits");
+    assert_eq!(p.num, (3 * 128) as f64, "the prelogits (128-d) of a probe batch of --batch_size images");
+    assert!(find("logits/weight").2.num == (128 * 8) as f64 && find("block8/conv2d/bias").2.num == 1792.0);
+    assert!(histograms.iter().all(|(_, t, _)| !t.contains("running_")), "running statistics are not trained");
 }
 
 fn small_run_args(data: &Path, logs: &Path, models: &Path) -> Vec<String> {

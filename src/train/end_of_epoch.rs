@@ -65,6 +65,7 @@ impl Training<'_> {
     pub fn finish_epoch(&mut self, rec: &EpochRecord) -> Result<()> {
         self.logs.epochs.write(&rec.fields())?;
         self.logs.events.epoch(rec);
+        self.log_histograms(rec.step);
         self.console.say(epoch_line(rec, self.opts.max_nrof_epochs));
         self.save_checkpoint(rec.epoch, None)
     }

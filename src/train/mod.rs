@@ -23,7 +23,8 @@
 //!   files and loading networks are in [`crate::model::load`]);
 //! - [`tensor_file`]: the safetensors container of optimizer state and centres;
 //! - [`stats`]: `steps.csv` / `epochs.csv`;
-//! - [`tensorboard`]: TensorBoard event files beside them;
+//! - [`tensorboard`]: TensorBoard event files beside them; [`histogram`]: their histograms
+//!   (`--log_histograms`);
 //! - [`run_dir`]: the run's log and model folders.
 //!
 //! The data side (augmentation, loader threads, validation split) is in
@@ -34,8 +35,10 @@ pub mod checkpoint;
 pub mod data_parallel;
 pub mod end_of_epoch;
 pub mod epoch;
+pub mod epoch_histograms;
 pub mod evaluate;
 pub mod guard;
+pub mod histogram;
 pub mod loss;
 pub mod memory;
 pub mod optim;

@@ -160,7 +160,8 @@ pub struct TrainOptions {
     /// Threads decoding and augmenting training images
     #[arg(long, default_value_t = 4)]
     pub nrof_preprocess_threads: usize,
-    /// Accepted for compatibility (no effect)
+    /// Histograms of the trained weights and of the prelogits in the TensorBoard events, at
+    /// the end of each epoch
     #[arg(long)]
     pub log_histograms: bool,
     /// Learning rate schedule (`epoch: rate` lines) used when --learning_rate is negative

@@ -23,6 +23,11 @@
 //! | `train/val_loss`, `train/val_xent`, `train/val_accuracy`, `time/validate` | validated epochs | the validation set's loss, cross-entropy, accuracy, seconds |
 //! | `train/images_per_s` | every epoch | training throughput |
 //!
+//! With `--log_histograms`, each epoch also logs histograms ([`Histogram`], TensorFlow's
+//! default buckets) of every weight tensor (tag: its name with `/` for `.`, e.g.
+//! `conv2d_1a/conv/weight`, `repeat_1/0/branch0/bn/beta`) and of the prelogits of the
+//! epoch's last training batch (`prelogits`), as the reference's `tf.summary.histogram`s.
+//!
 //! Epoch values are logged at the epoch's last global step. The moving averages start at the
 //! first value (the reference's start at zero).
 //!
@@ -42,6 +47,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+use super::histogram::Histogram;
 use super::stats::{read_csv, EpochRecord, StepRecord};
 use crate::util::atomic::write_atomic;
 
@@ -122,6 +128,8 @@ pub struct Event {
     pub file_version: Option<String>,
     /// `summary.value[*]` (field 5) that have a `simple_value`: (tag, value).
     pub scalars: Vec<(String, f32)>,
+    /// `summary.value[*]` that have a `histo` (`HistogramProto`, field 5 of the value).
+    pub histograms: Vec<(String, Histogram)>,
     /// `session_log.status == START` (field 7): a (re)started run; TensorBoard drops the
     /// events it read at steps >= `step`.
     pub session_start: bool,
@@ -226,13 +234,19 @@ impl Event {
         if let Some(v) = &self.file_version {
             put_len(&mut out, 3, v.as_bytes());
         }
-        if !self.scalars.is_empty() {
+        if !self.scalars.is_empty() || !self.histograms.is_empty() {
             let mut summary = Vec::new();
             for (tag, value) in &self.scalars {
                 let mut v = Vec::new();
                 put_len(&mut v, 1, tag.as_bytes());
                 put_key(&mut v, 2, FIXED32);
                 v.extend_from_slice(&value.to_le_bytes());
+                put_len(&mut summary, 1, &v);
+            }
+            for (tag, h) in &self.histograms {
+                let mut v = Vec::new();
+                put_len(&mut v, 1, tag.as_bytes());
+                put_len(&mut v, 5, &encode_histogram(h));
                 put_len(&mut summary, 1, &v);
             }
             put_len(&mut out, 5, &summary);
@@ -254,16 +268,20 @@ impl Event {
                 (5, Field::Len(summary)) => {
                     for (n, value) in parse_fields(summary)? {
                         let (1, Field::Len(value)) = (n, value) else { continue };
-                        let (mut tag, mut simple) = (None, None);
+                        let (mut tag, mut simple, mut histo) = (None, None, None);
                         for (n, f) in parse_fields(value)? {
                             match (n, f) {
                                 (1, Field::Len(t)) => tag = Some(String::from_utf8(t.to_vec()).context("tag: not UTF-8")?),
                                 (2, Field::Fixed32(v)) => simple = Some(f32::from_le_bytes(v)),
+                                (5, Field::Len(h)) => histo = Some(decode_histogram(h)?),
                                 _ => {}
                             }
                         }
                         if let Some(v) = simple {
-                            e.scalars.push((tag.unwrap_or_default(), v));
+                            e.scalars.push((tag.clone().unwrap_or_default(), v));
+                        }
+                        if let Some(h) = histo {
+                            e.histograms.push((tag.unwrap_or_default(), h));
                         }
                     }
                 }
@@ -276,6 +294,47 @@ impl Event {
         }
         Ok(e)
     }
+}
+
+/// `HistogramProto`: min, max, num, sum, sum_squares (doubles, fields 1-5), then the packed
+/// doubles bucket_limit (6) and bucket (7).
+fn encode_histogram(h: &Histogram) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, v) in [(1, h.min), (2, h.max), (3, h.num), (4, h.sum), (5, h.sum_squares)] {
+        if v != 0.0 {
+            put_key(&mut out, field, FIXED64);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for (field, list) in [(6, &h.bucket_limit), (7, &h.bucket)] {
+        if !list.is_empty() {
+            let packed: Vec<u8> = list.iter().flat_map(|v| v.to_le_bytes()).collect();
+            put_len(&mut out, field, &packed);
+        }
+    }
+    out
+}
+
+fn decode_histogram(b: &[u8]) -> Result<Histogram> {
+    let mut h = Histogram::default();
+    for (n, f) in parse_fields(b)? {
+        match (n, f) {
+            (1..=5, Field::Fixed64(v)) => {
+                let v = f64::from_le_bytes(v);
+                *[&mut h.min, &mut h.max, &mut h.num, &mut h.sum, &mut h.sum_squares][n as usize - 1] = v;
+            }
+            (6 | 7, Field::Len(p)) => {
+                if p.len() % 8 != 0 {
+                    bail!("histogram field {n}: {} bytes is not a list of doubles", p.len());
+                }
+                let list = if n == 6 { &mut h.bucket_limit } else { &mut h.bucket };
+                list.extend(p.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())));
+            }
+            (6 | 7, Field::Fixed64(v)) => (if n == 6 { &mut h.bucket_limit } else { &mut h.bucket }).push(f64::from_le_bytes(v)),
+            _ => {}
+        }
+    }
+    Ok(h)
 }
 
 /// The events of one file, every record's checksums checked.
@@ -389,6 +448,14 @@ impl EventWriter {
             self.fail(&e);
         } else if self.last_flush.elapsed().as_secs() >= FLUSH_EVERY_SECS {
             self.flush();
+        }
+    }
+
+    /// Histograms of the tensors `values` (tag, values) at `step`, one event.
+    pub fn histograms(&mut self, step: u64, values: &[(String, Vec<f32>)]) {
+        if !values.is_empty() {
+            let histograms = values.iter().map(|(t, v)| (t.clone(), Histogram::of(v))).collect();
+            self.write(&Event { wall_time: now(), step: step as i64, histograms, ..Event::default() });
         }
     }
 
@@ -532,6 +599,14 @@ impl TrainEvents {
             ]);
         }
         self.writer.scalars(rec.step, &values);
+        self.writer.flush();
+    }
+}
+
+impl TrainEvents {
+    /// Logs histograms (`--log_histograms`) at `step`: (tag, values) each.
+    pub fn histograms(&mut self, step: u64, values: &[(String, Vec<f32>)]) {
+        self.writer.histograms(step, values);
         self.writer.flush();
     }
 }
@@ -731,6 +806,31 @@ mod tests {
         assert_eq!(scalar(&events, "train/val_loss"), vec![(4, 3.5)]);
         assert_eq!(scalar(&events, "train/val_accuracy"), vec![(4, 0.375)]);
         assert_eq!(scalar(&events, "time/validate"), vec![(4, 0.5)]);
+    }
+
+    #[test]
+    fn histograms_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.37).sin() * 0.1).collect();
+        let path = {
+            let mut ev = TrainEvents::open(d.path(), 0);
+            ev.histograms(5, &[("conv2d_1a/conv/weight".into(), values.clone()), ("prelogits".into(), vec![1.0, -2.0, 3.0])]);
+            ev.path().to_path_buf()
+        };
+        let events = read_events(&path).unwrap();
+        let e = events.iter().find(|e| !e.histograms.is_empty()).unwrap();
+        assert_eq!(e.step, 5);
+        assert!(e.scalars.is_empty());
+        assert_eq!(e.histograms.len(), 2);
+        let (tag, h) = &e.histograms[0];
+        assert_eq!(tag, "conv2d_1a/conv/weight");
+        assert_eq!(h, &Histogram::of(&values));
+        assert_eq!(h.num, 1000.0);
+        assert_eq!(h.bucket.iter().sum::<f64>(), 1000.0);
+        assert_eq!(h.bucket.len(), h.bucket_limit.len());
+        assert!(h.min >= -0.1001 && h.max <= 0.1001 && h.min < 0.0, "{} {}", h.min, h.max);
+        assert_eq!(e.histograms[1].1.sum, 2.0);
+        assert_eq!(e.histograms[1].1.sum_squares, 14.0);
     }
 
     #[test]
