@@ -325,3 +325,61 @@ fn a_damaged_checkpoint_falls_back_and_a_full_disk_stops_with_the_previous_check
         assert!(!run.join("ckpt-000002").exists());
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_signal_ends_the_run_at_once_and_it_still_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth(&data);
+    let (logs, models) = (tmp.path().join("logs"), tmp.path().join("models"));
+    let mut a = args(&data, &logs, &models, 50);
+    a.extend(["--learning_rate", "0.01", "--max_nrof_epochs", "1"].map(String::from));
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("facenet"))
+        .args(&a)
+        .env("FACENET_NO_PROGRESS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while fs::read_dir(&logs)
+        .ok()
+        .and_then(|mut d| d.next())
+        .is_none_or(|e| fs::read_to_string(e.unwrap().path().join("steps.csv")).map_or(true, |t| t.lines().count() < 2))
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "training logged no steps");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    for _ in 0..2 {
+        assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // the second signal arrived before the clean stop ended (a step takes tens of ms): 130
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    // whatever was written is whole: the run resumes (before its first checkpoint: anew, in
+    // the same folders) and writes a checkpoint that verifies
+    let run = only_subdir(&models);
+    let (stdout, _) = run_ok(facenet().args(["train", "--resume", run.to_str().unwrap(), "--device", "cpu", "--epoch_size", "2"]));
+    assert!(stdout.contains("Model directory"), "{stdout}");
+    facenet::train::checkpoint::verify_checkpoint(&run.join("ckpt-000001")).unwrap();
+}
+
+#[test]
+fn a_damaged_options_json_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("models/20260101-000000");
+    fs::create_dir_all(&run).unwrap();
+    fs::write(run.join("options.json"), r#"{"batch_size": 0, "data_dir": "/nonexistent"}"#).unwrap();
+    let (ok, _, stderr) = output(facenet().args(["train", "--resume", run.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(stderr.contains("options.json: bad options") && stderr.contains("--batch_size"), "{stderr}");
+    fs::write(run.join("options.json"), r#"{"batch_size": "ninety"}"#).unwrap();
+    let (ok, _, stderr) = output(facenet().args(["train", "--resume", run.to_str().unwrap()]));
+    assert!(!ok);
+    // a value of the wrong type: file, line and column
+    assert!(stderr.contains("options.json: bad options") && stderr.contains("line 1 column"), "{stderr}");
+}

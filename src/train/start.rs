@@ -43,6 +43,8 @@ pub fn resolve_options(opts: &TrainOptions) -> Result<(TrainOptions, Option<Path
             let text = std::fs::read_to_string(&p)
                 .with_context(|| format!("--resume: cannot read {} (is this a run's models folder?)", p.display()))?;
             let saved: TrainOptions = serde_json::from_str(&text).with_context(|| format!("{}: bad options", p.display()))?;
+            // every field checked where it is read, the error naming the file
+            saved.validate().with_context(|| format!("{}: bad options", p.display()))?;
             opts.overriding(&saved)?
         }
         None => opts.clone(),
