@@ -517,6 +517,20 @@ fn align_cli_bad_inputs_resume_and_shards() {
     let t2 = tree(&out2);
     assert_eq!(crops(&t2), crops(&files));
     assert!(t2.contains_key("bounding_boxes_00001.txt") && t2.contains_key("bounding_boxes_00002.txt"));
+    // ... and their bounding-box lists together hold exactly the one run's lines
+    let lines = |t: &BTreeMap<String, Vec<u8>>, names: &[&str], root: &Path| {
+        let root = root.display().to_string();
+        let mut v: Vec<String> = names
+            .iter()
+            .flat_map(|n| String::from_utf8(t[*n].clone()).unwrap().lines().map(|l| l.replacen(&root, "OUT", 1)).collect::<Vec<_>>())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        lines(&t2, &["bounding_boxes_00001.txt", "bounding_boxes_00002.txt"], &out2),
+        lines(&files, &["bounding_boxes_00000.txt"], &out1)
+    );
 
     // several faces per image: <stem>_0.png
     if faces > 0 {
