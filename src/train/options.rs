@@ -80,8 +80,9 @@ pub struct TrainOptions {
     /// Accepted for compatibility (no effect)
     #[arg(long, default_value_t = 1.0)]
     pub gpu_memory_fraction: f64,
-    /// Start from these weights: a run's models folder, one checkpoint, or a facenet-pytorch
-    /// InceptionResnetV1 state dict (.pt)
+    /// Start from these weights: a run's models folder, one checkpoint, a facenet-pytorch
+    /// InceptionResnetV1 state dict (.pt), or the reference's TensorFlow model (its folder, a
+    /// checkpoint prefix or .index, a frozen .pb)
     #[arg(long)]
     pub pretrained_model: Option<String>,
     /// Aligned face crops, one folder per identity; several folders joined with ':'
