@@ -358,6 +358,7 @@ mod tests {
             }
         }
         let d = max_rel_diff(&trained_values(two.model()), &trained_values(one.model()));
+        eprintln!("weights: largest difference {d:.2e} of their scale");
         assert!(d < 1e-4, "weights differ by {d} of their scale");
         let d = max_rel_diff(&two.centers().values().unwrap(), &one.centers().values().unwrap());
         assert!(d < 1e-4, "centres differ by {d} of their scale");
@@ -404,6 +405,7 @@ mod tests {
             centers.update(&labels_plain, Tensor::cat(prelogits, 0), batch_centers);
         }
         let d = max_rel_diff(&trained_values(two.model()), &trained_values(reference.as_ref().unwrap()));
+        eprintln!("weights: largest difference {d:.2e} of their scale");
         assert!(d < 1e-4, "weights differ by {d} of their scale");
         let d = max_rel_diff(&two.centers().values().unwrap(), &centers.values().unwrap());
         assert!(d < 1e-4, "centres differ by {d} of their scale");
