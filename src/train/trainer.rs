@@ -25,8 +25,8 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::epoch::EpochEnd;
-use super::memory;
 use super::guard::NonFinitePolicy;
+use super::memory;
 use super::options::TrainOptions;
 use super::schedule::ScheduledRate;
 use super::start::{print_header, resolve_options, RunLogs, RunState, TrainData};
