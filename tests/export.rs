@@ -236,3 +236,21 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     assert_eq!(listing(), vec!["file".to_string(), "taken.onnx".to_string()], "nothing half-written left behind");
     assert_eq!(fs::read_dir(out_dir.join("taken.onnx")).unwrap().count(), 0);
 }
+
+/// The reference's TensorFlow checkpoint (the random-weight fixture of tests/tf_models.rs,
+/// widths / 16) exports like our own models: the ONNX graph gives its embeddings in tract,
+/// the `.safetensors` holds its weights exactly (architecture read from the network).
+#[test]
+fn tensorflow_checkpoint_exports() {
+    let tf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tf/tiny-128");
+    let d = tempfile::tempdir().unwrap();
+    let onnx = d.path().join("tf.onnx");
+    let (code, so, se) = export(&tf, &onnx, &[]);
+    assert_eq!(code, Some(0), "{so}\n{se}");
+    let worst = onnx_matches_ours(&onnx, &tf, 160, &[1, 2]);
+    eprintln!("TF checkpoint: ONNX in tract vs ours, smallest cosine {worst:.8}");
+    let st = d.path().join("tf.safetensors");
+    assert_eq!(export(&tf, &st, &[]).0, Some(0));
+    let device = Device::flex();
+    assert_eq!(weights(&load_model(&st, &device).unwrap().0), weights(&load_model(&tf, &device).unwrap().0));
+}
