@@ -12,13 +12,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
-use facenet::data::preprocess::Standardization;
 use facenet::model::export::pytorch::{pt_bytes, state_dict};
 use facenet::model::inception_resnet_v1::InceptionResnetV1Config;
-use facenet::model::load::{load_inference_model, load_pytorch_weights, ModelFile, ModelMeta, FORMAT, MODEL_FILE, MODEL_JSON};
+use facenet::model::load::{load_inference_model, load_pytorch_weights, MODEL_FILE, MODEL_JSON};
 use proptest::prelude::*;
+
+mod common;
+use common::small_checkpoint_files;
 
 /// Cases per property.
 const CASES: u32 = 1000;
@@ -65,19 +66,8 @@ fn mutate(base: &[u8], edits: &[(usize, u8)], span: usize, cut: usize) -> Vec<u8
 fn checkpoint() -> &'static (Vec<u8>, String) {
     static C: OnceLock<(Vec<u8>, String)> = OnceLock::new();
     C.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        let config = InceptionResnetV1Config::small(16, 1.0, 3);
-        let weights = d.path().join(MODEL_FILE);
-        config.init(&Device::flex()).save_into(&mut SafetensorsStore::from_file(&weights).overwrite(true)).unwrap();
-        let meta = ModelMeta {
-            model_def: "inception_resnet_v1_small".into(),
-            embedding_size: 16,
-            image_size: 32,
-            standardization: Standardization::PerImage,
-            num_classes: 3,
-        };
-        let mf = ModelFile { format: FORMAT.into(), meta, config, epoch: 1, global_step: 10 };
-        (fs::read(weights).unwrap(), serde_json::to_string(&mf).unwrap())
+        let (weights, json) = small_checkpoint_files();
+        (weights, json.to_string())
     })
 }
 

@@ -11,20 +11,16 @@ use std::fs;
 use std::path::Path;
 
 use assert_cmd::Command;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
 use facenet::align::weights::{weights_dir, weights_present};
 use facenet::data::npy::{read_bools, read_matrix, write_bools, write_matrix_f32};
 use facenet::data::pairs::parse_pairs;
-use facenet::data::preprocess::Standardization;
-use facenet::model::inception_resnet_v1::InceptionResnetV1Config;
-use facenet::model::load::{ModelFile, ModelMeta, FORMAT, MODEL_FILE, MODEL_JSON};
+use facenet::model::load::{MODEL_FILE, MODEL_JSON};
 use facenet::train::schedule::{LearningRatePolicy, RateSource, Schedule, ScheduledRate};
 use image::ImageEncoder;
 use proptest::prelude::*;
 
 mod common;
-use common::crc32;
+use common::{crc32, small_checkpoint_files};
 
 fn facenet() -> Command {
     let mut c = Command::cargo_bin("facenet").unwrap();
@@ -143,17 +139,9 @@ fn absurd_image_headers_are_refused_per_image() {
 /// A small checkpoint (`model.safetensors` + `model.json`) in `dir`; returns its `model.json`.
 fn write_checkpoint(dir: &Path) -> serde_json::Value {
     fs::create_dir_all(dir).unwrap();
-    let config = InceptionResnetV1Config::small(16, 1.0, 3);
-    config.init(&Device::flex()).save_into(&mut SafetensorsStore::from_file(dir.join(MODEL_FILE)).overwrite(true)).unwrap();
-    let meta = ModelMeta {
-        model_def: "inception_resnet_v1_small".into(),
-        embedding_size: 16,
-        image_size: 32,
-        standardization: Standardization::PerImage,
-        num_classes: 3,
-    };
-    let mf = ModelFile { format: FORMAT.into(), meta, config, epoch: 1, global_step: 10 };
-    serde_json::to_value(&mf).unwrap()
+    let (weights, json) = small_checkpoint_files();
+    fs::write(dir.join(MODEL_FILE), weights).unwrap();
+    json
 }
 
 /// Every field of `model.json` is input: a wrong value is an error naming the file, before

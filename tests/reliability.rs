@@ -7,57 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-
-fn facenet() -> Command {
-    let mut c = Command::cargo_bin("facenet").unwrap();
-    c.env("FACENET_NO_PROGRESS", "1").current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn output(c: &mut Command) -> (bool, String, String) {
-    let out = c.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn run_ok(c: &mut Command) -> (String, String) {
-    let (ok, stdout, stderr) = output(c);
-    assert!(ok, "failed:\n{stdout}\n{stderr}");
-    (stdout, stderr)
-}
-
-/// 8 identities x 5 images of 40 px.
-fn synth(dir: &Path) {
-    run_ok(facenet().arg("synth").arg(dir).args([
-        "--identities",
-        "8",
-        "--images_per_identity",
-        "5",
-        "--image_size",
-        "40",
-        "--pairs_identities",
-        "2",
-        "--pairs_images_per_identity",
-        "2",
-        "--pairs_folds",
-        "2",
-        "--pairs_per_fold",
-        "1",
-        "--no_baseline",
-        "--threads",
-        "1",
-    ]));
-}
-
-fn only_subdir(dir: &Path) -> PathBuf {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(v.len(), 1, "{v:?}");
-    v.pop().unwrap()
-}
-
-fn csv(path: &Path) -> Vec<Vec<String>> {
-    fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
-}
+mod common;
+use common::{csv, facenet, only_subdir, output, run_ok, synth_tiny as synth};
 
 /// The small network on the synthetic data, RMSPROP, dropout (keep 0.8), augmentation.
 fn args(data: &Path, logs: &Path, models: &Path, epoch_size: usize) -> Vec<String> {

@@ -5,56 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
-
-fn facenet() -> Command {
-    let mut c = Command::cargo_bin("facenet").unwrap();
-    c.env("FACENET_NO_PROGRESS", "1").current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run_ok(c: &mut Command) -> (String, String) {
-    let out = c.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "failed:\n{stdout}\n{stderr}");
-    (stdout, stderr)
-}
-
-/// 8 identities x 5 images of 40 px, 4 held-out identities, 2 folds x (3 + 3) pairs.
-fn synth(dir: &Path) {
-    run_ok(facenet().arg("synth").arg(dir).args([
-        "--identities",
-        "8",
-        "--images_per_identity",
-        "5",
-        "--image_size",
-        "40",
-        "--pairs_identities",
-        "4",
-        "--pairs_images_per_identity",
-        "3",
-        "--pairs_folds",
-        "2",
-        "--pairs_per_fold",
-        "3",
-        "--no_baseline",
-        "--threads",
-        "1",
-    ]));
-}
-
-fn only_subdir(dir: &Path) -> PathBuf {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(v.len(), 1, "{v:?}");
-    v.pop().unwrap()
-}
-
-fn csv(path: &Path) -> Vec<Vec<String>> {
-    fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
-}
+mod common;
+use common::{csv, facenet, only_subdir, run_ok, synth_tiny as synth};
 
 /// tag -> (step, value) of a log folder's event files, merged as TensorBoard merges them: in
 /// name order, a `SessionLog.START` dropping what was logged at its step and after.

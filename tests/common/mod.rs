@@ -63,3 +63,64 @@ pub fn crc32(data: &[u8]) -> u32 {
     }
     !c
 }
+
+/// The `facenet` binary of this build, progress bars off, the device its default (not
+/// `$FACENET_DEVICE`), run from the repository root.
+pub fn facenet() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("facenet").unwrap();
+    c.env("FACENET_NO_PROGRESS", "1").env_remove("FACENET_DEVICE").current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Success, stdout and stderr of a run.
+pub fn output(c: &mut assert_cmd::Command) -> (bool, String, String) {
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Stdout and stderr of a run that must succeed.
+pub fn run_ok(c: &mut assert_cmd::Command) -> (String, String) {
+    let (ok, stdout, stderr) = output(c);
+    assert!(ok, "failed: {c:?}\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// A tiny synthetic dataset in `dir`: 8 identities x 5 images of 40 px for training, 4
+/// held-out identities x 3 images, 2 folds x (3 + 3) pairs.
+pub fn synth_tiny(dir: &Path) {
+    let args = "--identities 8 --images_per_identity 5 --image_size 40 --pairs_identities 4 --pairs_images_per_identity 3 \
+                --pairs_folds 2 --pairs_per_fold 3 --no_baseline --threads 1";
+    run_ok(facenet().arg("synth").arg(dir).args(args.split_whitespace()));
+}
+
+/// The one entry of `dir` (a run's log or model folder).
+pub fn only_subdir(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.pop().unwrap()
+}
+
+/// The rows of a CSV file (no quoting: our statistics files).
+pub fn csv(path: &Path) -> Vec<Vec<String>> {
+    fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// A small checkpoint's files: `model.safetensors` bytes of a fresh small network (16-d, 3
+/// classes) and the `model.json` that describes it.
+pub fn small_checkpoint_files() -> (Vec<u8>, serde_json::Value) {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    use facenet::model::load::{ModelFile, ModelMeta, FORMAT, MODEL_FILE};
+    let d = tempfile::tempdir().unwrap();
+    let config = facenet::model::inception_resnet_v1::InceptionResnetV1Config::small(16, 1.0, 3);
+    let weights = d.path().join(MODEL_FILE);
+    config.init(&burn::tensor::Device::flex()).save_into(&mut SafetensorsStore::from_file(&weights).overwrite(true)).unwrap();
+    let meta = ModelMeta {
+        model_def: "inception_resnet_v1_small".into(),
+        embedding_size: 16,
+        image_size: 32,
+        standardization: facenet::data::preprocess::Standardization::PerImage,
+        num_classes: 3,
+    };
+    let mf = ModelFile { format: FORMAT.into(), meta, config, epoch: 1, global_step: 10 };
+    (fs::read(weights).unwrap(), serde_json::to_value(&mf).unwrap())
+}
