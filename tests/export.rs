@@ -15,19 +15,13 @@ use facenet::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Co
 use facenet::model::load::{load_inference_model, load_model, load_pytorch_weights, ModelFile, ModelMeta, FORMAT, MODEL_FILE, MODEL_JSON};
 use tract_onnx::prelude::*;
 
+mod common;
+use common::run_no_crash as run;
+
 fn facenet() -> Command {
     let mut c = Command::cargo_bin("facenet").unwrap();
     c.env("FACENET_NO_PROGRESS", "1");
     c
-}
-
-/// Exit status, stdout and stderr of a run that must not have crashed.
-fn run(c: &mut Command) -> (Option<i32>, String, String) {
-    let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    let code = out.status.code();
-    assert!(code.is_some() && code != Some(101) && !se.contains("panicked"), "crashed ({:?}): {c:?}\n{so}\n{se}", out.status);
-    (code, so, se)
 }
 
 fn export(model: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, String, String) {

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::{crc32, photos};
+use common::{children_peak_rss_mib, crc32, photos};
 
 /// Peak resident memory allowed to one command over the whole set, in MiB.
 const PEAK_MIB: f64 = 1536.0;
@@ -30,14 +30,6 @@ fn facenet() -> Command {
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Peak resident memory of the largest child process waited for so far, in MiB.
-fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage fills the struct it is given; all-zero is a valid `rusage`.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
 }
 
 /// Rewrites the size a PNG (IHDR) or JPEG (first SOF marker) header claims; other formats

@@ -20,30 +20,12 @@ use image::ImageEncoder;
 use proptest::prelude::*;
 
 mod common;
-use common::{crc32, small_checkpoint_files};
+use common::{children_peak_rss_mib, crc32, run_no_crash as run, small_checkpoint_files};
 
 fn facenet() -> Command {
     let mut c = Command::cargo_bin("facenet").unwrap();
     c.env("FACENET_NO_PROGRESS", "1");
     c
-}
-
-/// Exit status, stdout and stderr of a run that must not have crashed: no panic (101), no
-/// death by a signal (an allocation abort), no "panicked" in its output.
-fn run(c: &mut Command) -> (Option<i32>, String, String) {
-    let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    let code = out.status.code();
-    assert!(code.is_some() && code != Some(101) && !se.contains("panicked"), "crashed ({:?}): {c:?}\n{so}\n{se}", out.status);
-    (code, so, se)
-}
-
-/// Peak resident memory of the largest child process waited for so far, in MiB.
-fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage fills the struct it is given; all-zero is a valid `rusage`.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
 }
 
 /// A valid 2 x 2 RGB PNG whose header is rewritten to claim `w x h` pixels (Adam7-interlaced

@@ -124,3 +124,21 @@ pub fn small_checkpoint_files() -> (Vec<u8>, serde_json::Value) {
     let mf = ModelFile { format: FORMAT.into(), meta, config, epoch: 1, global_step: 10 };
     (fs::read(weights).unwrap(), serde_json::to_value(&mf).unwrap())
 }
+
+/// Exit status, stdout and stderr of a run that must not have crashed: no panic (101), no
+/// death by a signal (an allocation abort), no "panicked" in its output.
+pub fn run_no_crash(c: &mut assert_cmd::Command) -> (Option<i32>, String, String) {
+    let out = c.output().unwrap();
+    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let code = out.status.code();
+    assert!(code.is_some() && code != Some(101) && !se.contains("panicked"), "crashed ({:?}): {c:?}\n{so}\n{se}", out.status);
+    (code, so, se)
+}
+
+/// Peak resident memory of the largest child process waited for so far, in MiB.
+pub fn children_peak_rss_mib() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid `rusage`.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    u.ru_maxrss as f64 / 1024.0
+}
