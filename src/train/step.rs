@@ -6,7 +6,7 @@
 //! loss    = cross-entropy + weight decay + center loss + prelogits norm   (crate::train::loss)
 //! backward, one TF1 optimiser update of every weight                      (crate::train::optim)
 //! centres of the batch's classes moved toward its prelogits               (crate::train::center_loss)
-//! check   loss, gradients and the new state finite, else nothing is kept  (crate::train::guard)
+//! check   loss and the new state finite, else nothing is kept             (crate::train::guard)
 //! ```
 //!
 //! [`TrainStep`] owns the network (on the autodiff device), the optimiser state and the class
@@ -21,7 +21,7 @@ use super::center_loss::CenterLoss;
 use super::data_parallel::{replica_pass, ReplicaPass, SameDevice};
 use super::guard::{non_finite_kinds, sync_running_stats, weights_probe, RunningStats};
 use super::loss::{LossValues, LossWeights};
-use super::optim::{finite_probe, Tf1Optimizer};
+use super::optim::{ProbeMode, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 
@@ -29,7 +29,7 @@ use crate::model::inception_resnet_v1::InceptionResnetV1;
 /// are left as they were).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum StepError {
-    /// The loss, a gradient, or the state the step would have left (weights, batch-norm
+    /// The loss or the state the step would have left (weights, batch-norm
     /// running statistics, optimiser slots, centres) was not a finite number; the step's loss
     /// values and the kinds of values that were not finite (names from
     /// [`guard::PROBED`](super::guard::PROBED), "loss" first when the loss was).
@@ -65,7 +65,7 @@ impl TrainStep {
 
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
     /// class `labels` (`n` of them) at learning rate `lr`, and returns the step's loss
-    /// values. The loss values and the finiteness probes of gradients and of the new state
+    /// values. The loss values and the finiteness probes of the new state
     /// (see [`crate::train::guard`]) are read back in one transfer, before anything is
     /// committed: a step that fails leaves network, batch-norm running statistics, optimiser
     /// and centres untouched.
@@ -88,24 +88,30 @@ impl TrainStep {
         // the candidate state; the old one is kept as handles (nothing copied)
         let old_model = model.clone();
         let old_optimizer = self.optimizer.snapshot();
-        let (new_model, grad_probe, slot_probe) = self.optimizer.step_probed(lr, model, grads);
+        let new_model = self.optimizer.step(lr, model, grads);
         let mut new_centers = self.centers.clone();
         new_centers.update(&labels_plain, prelogits, batch_centers);
         sync_running_stats(&new_model);
         let stats_after = RunningStats::of(&new_model);
-        let probes = Tensor::cat(
-            vec![
-                grad_probe.total(&self.device),
-                weights_probe(&new_model, &self.device),
-                stats_after.probe(&self.device),
-                slot_probe.total(&self.device),
-                finite_probe(new_centers.centers().clone()),
-            ],
-            0,
-        );
-        let (values, probes) = terms.values_with(&self.weights, probes);
+        // in the order of guard::PROBED
+        let probes = |mode: ProbeMode| {
+            Tensor::cat(
+                vec![
+                    weights_probe(&new_model, &self.device, mode),
+                    stats_after.probe(&self.device, mode),
+                    self.optimizer.slot_probe(mode, &self.device),
+                    mode.probe(new_centers.centers().clone()),
+                ],
+                0,
+            )
+        };
+        let (values, quick) = terms.values_with(&self.weights, probes(ProbeMode::Quick));
         let mut kinds = if values.total.is_finite() { Vec::new() } else { vec!["loss"] };
-        kinds.extend(non_finite_kinds(&probes));
+        if quick.iter().any(|p| !p.is_finite()) {
+            // a non-finite value, or an overflowing sum of finite ones: the exact probes decide
+            let exact = probes(ProbeMode::Exact).try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 4]);
+            kinds.extend(non_finite_kinds(&exact));
+        }
         if !kinds.is_empty() {
             drop(new_model);
             self.optimizer.restore(old_optimizer);
@@ -270,7 +276,7 @@ mod tests {
         let e = refused.expect("a learning rate of 1e30 must be refused within 12 steps");
         assert!(matches!(e, StepError::NonFinite { .. }), "{e:?}");
         let weights_now = step.model().valid();
-        assert!(crate::train::guard::weights_probe(&weights_now, &device).into_scalar::<f32>() == 0.0);
+        assert!(crate::train::guard::weights_probe(&weights_now, &device, ProbeMode::Exact).into_scalar::<f32>() == 0.0);
         assert!(bn_state(&step).iter().all(|x| x.is_finite()));
         let slots = step.optimizer().state_tensors().unwrap();
         assert!(slots.values().all(|(_, v)| v.iter().all(|x| x.is_finite())));

@@ -89,27 +89,21 @@ impl Tf1Optimizer {
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`; returns the updated module (same parameter ids, same autodiff
     /// state).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
-        self.step_probed(lr, module, grads).0
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        self.steps += 1;
+        let mut mapper =
+            StepMapper { path: Vec::new(), grads: &mut grads, rule: self.rule.as_ref(), slots: &mut self.slots, lr, t: self.steps };
+        module.map(&mut mapper)
     }
 
-    /// [`step`](Self::step), and two finiteness probes on the plain device, each `[1]`: one
-    /// over the gradients, one over the new optimiser slots; a probe is 0 when every value
-    /// it covers is finite and NaN otherwise (see [`finite_probe`]). Nothing is read back.
-    pub fn step_probed<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> (M, Probe, Probe) {
-        self.steps += 1;
-        let mut mapper = StepMapper {
-            path: Vec::new(),
-            grads: &mut grads,
-            rule: self.rule.as_ref(),
-            slots: &mut self.slots,
-            lr,
-            t: self.steps,
-            grad_probe: Probe::default(),
-            slot_probe: Probe::default(),
-        };
-        let module = module.map(&mut mapper);
-        (module, mapper.grad_probe, mapper.slot_probe)
+    /// The finiteness probe (see [`Probe`]) over every optimiser slot, `[1]` on `device`.
+    /// Nothing is read back.
+    pub fn slot_probe(&self, mode: ProbeMode, device: &Device) -> Tensor<1> {
+        let mut p = Probe::new(mode);
+        for t in self.slots.values().flatten() {
+            p.add(t.clone());
+        }
+        p.total(device)
     }
 
     /// A copy of the state (tensor handles: no values are copied), to put back with
@@ -180,28 +174,56 @@ pub struct OptimizerSnapshot {
 }
 
 /// `0` when every element of `t` is finite, NaN when one is NaN or infinite: `sum(t * 0)`.
-/// One fused element-wise pass and reduction per tensor and no read-back; unlike `sum(t)` it
-/// cannot overflow on large finite values, and it needs no NaN-aware max.
+/// One element-wise pass into a temporary and a reduction per tensor, no read-back; unlike
+/// `sum(t)` it cannot overflow on large finite values, and it needs no NaN-aware max.
 pub fn finite_probe<const D: usize>(t: Tensor<D>) -> Tensor<1> {
     t.mul_scalar(0.0).sum()
 }
 
+/// How a [`Probe`] reduces each tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// `sum(t)`: one read pass and no temporary. Finite when every value is, except that
+    /// large finite values can overflow the sum; so a non-finite quick probe is a question
+    /// that the exact probe answers (the training step does so before refusing anything).
+    Quick,
+    /// [`finite_probe`]: exactly "every value is finite", at the cost of a temporary.
+    Exact,
+}
+
+impl ProbeMode {
+    /// The probe of one tensor in this mode.
+    pub fn probe<const D: usize>(self, t: Tensor<D>) -> Tensor<1> {
+        match self {
+            ProbeMode::Quick => t.sum(),
+            ProbeMode::Exact => finite_probe(t),
+        }
+    }
+}
+
 /// Finiteness probes of several tensors, combined into one with [`Probe::total`].
-#[derive(Default)]
-pub struct Probe(Vec<Tensor<1>>);
+pub struct Probe {
+    mode: ProbeMode,
+    parts: Vec<Tensor<1>>,
+}
 
 impl Probe {
-    /// Adds the probe of `t` (see [`finite_probe`]).
-    pub fn add<const D: usize>(&mut self, t: Tensor<D>) {
-        self.0.push(finite_probe(t));
+    pub fn new(mode: ProbeMode) -> Self {
+        Probe { mode, parts: Vec::new() }
     }
 
-    /// `[1]` on `device`: 0 when all the tensors added were finite, else NaN (0 when none were).
+    /// Adds the probe of `t`.
+    pub fn add<const D: usize>(&mut self, t: Tensor<D>) {
+        self.parts.push(self.mode.probe(t));
+    }
+
+    /// `[1]` on `device`: the sum of the probes (0 when none were added). In [`ProbeMode::Exact`]
+    /// 0 when all the tensors added were finite, else NaN.
     pub fn total(self, device: &Device) -> Tensor<1> {
-        if self.0.is_empty() {
+        if self.parts.is_empty() {
             return Tensor::zeros([1], device);
         }
-        Tensor::cat(self.0.into_iter().map(|t| t.to_device(device)).collect(), 0).sum()
+        Tensor::cat(self.parts.into_iter().map(|t| t.to_device(device)).collect(), 0).sum()
     }
 }
 
@@ -212,8 +234,6 @@ struct StepMapper<'a> {
     slots: &'a mut BTreeMap<String, Vec<Tensor<1>>>,
     lr: f64,
     t: u64,
-    grad_probe: Probe,
-    slot_probe: Probe,
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -239,12 +259,7 @@ impl ModuleMapper for StepMapper<'_> {
         let g: Tensor<1> = grad.inner().reshape([n]);
         let key = self.path.join(".");
         let slots = self.slots.entry(key).or_insert_with(|| self.rule.init_slots(&w));
-        self.grad_probe.add(g.clone());
-        let updated = self.rule.apply(self.lr, self.t, w, g, slots).reshape(dims);
-        for s in slots.iter() {
-            self.slot_probe.add(s.clone());
-        }
-        let mut out = updated;
+        let mut out = self.rule.apply(self.lr, self.t, w, g, slots).reshape(dims);
         if autodiff {
             out = Tensor::from_inner(out);
             if let Some(s) = checkpointing {
