@@ -21,6 +21,7 @@ use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::devices::DeviceList;
 use crate::util::median;
+use crate::util::precision::{current_precision, set_precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -96,6 +97,8 @@ pub struct AlignBenchArgs {
 pub struct TrainBench {
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
     #[arg(long, default_value_t = 32, value_parser = limits::batch_size())]
@@ -119,6 +122,8 @@ pub struct TrainBench {
 pub struct EmbedBench {
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     #[arg(long, default_value = "inception_resnet_v1")]
     pub model_def: String,
     #[arg(long, default_value_t = 32, value_parser = limits::batch_size())]
@@ -164,6 +169,7 @@ fn emit(device: &ChosenDevice, mut v: serde_json::Value) {
     }
     v["device"] = device.spec.to_string().into();
     v["device_name"] = device.description.clone().into();
+    v["precision"] = current_precision().to_string().into();
     println!("{v}");
 }
 
@@ -200,6 +206,7 @@ pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
 
 fn embed(b: EmbedBench) -> Result<()> {
     let chosen = b.device.open()?;
+    set_precision(b.precision.precision, &chosen)?;
     let device = chosen.device.clone();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
     check_input(&b.model_def, &opts, b.image_size as usize)?;
@@ -226,11 +233,12 @@ fn embed(b: EmbedBench) -> Result<()> {
     let med = median(&times);
     let ips = b.batch_size as f64 / med;
     println!(
-        "bench embed: {} at {}x{}, batch {}: {:.1} images/s (median of {} batches, {:.3} s each), peak memory {:.0} MiB, {} threads",
+        "bench embed: {} at {}x{}, batch {}, {}: {:.1} images/s (median of {} batches, {:.3} s each), peak memory {:.0} MiB, {} threads",
         b.model_def,
         b.image_size,
         b.image_size,
         b.batch_size,
+        current_precision(),
         ips,
         b.steps,
         med,
@@ -280,6 +288,7 @@ fn train(b: TrainBench) -> Result<()> {
         None => b.device.device,
     };
     let chosen = spec.open()?;
+    set_precision(b.precision.precision, &chosen)?;
     let replicas = b.devices.as_ref().map_or(1, DeviceList::replicas);
     if replicas > b.batch_size {
         return Err(anyhow!("--devices: {replicas} replicas need a --batch_size of at least {replicas} (it is the global batch)"));
@@ -287,9 +296,10 @@ fn train(b: TrainBench) -> Result<()> {
     let one = time_train_steps(&b, &chosen, 1)?;
     let (n, s) = (b.batch_size, b.image_size);
     println!(
-        "bench train: {} at {s}x{s}, batch {n}, {} classes: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
+        "bench train: {} at {s}x{s}, batch {n}, {} classes, {}: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
         b.model_def,
         b.num_classes,
+        current_precision(),
         one.images_per_s,
         b.steps,
         one.median_s,

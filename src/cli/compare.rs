@@ -15,11 +15,14 @@ use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
 use crate::util::device::DeviceArg;
+use crate::util::precision::{set_precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// [MODEL] IMAGE...: with --model, every argument is an image; without it, the first
     /// argument is the model (the reference's `compare.py MODEL IMAGE...`)
     #[arg(required = true)]
@@ -62,7 +65,9 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if images.is_empty() {
         bail!("give at least one image to compare");
     }
-    let device = a.device.open()?.device;
+    let chosen = a.device.open()?;
+    set_precision(a.precision.precision, &chosen)?;
+    let device = chosen.device;
     let (model, meta) =
         load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;
     meta.check_image_size(a.image_size)?;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::demo::{run_demo, DemoOptions};
 use crate::util::device::DeviceArg;
+use crate::util::precision::PrecisionArg;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -27,10 +28,18 @@ pub struct DemoArgs {
     pub identities: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let mut o = DemoOptions { out_dir: a.out_dir, skip_photos: a.skip_photos, device: a.device.device, ..DemoOptions::default() };
+    let mut o = DemoOptions {
+        out_dir: a.out_dir,
+        skip_photos: a.skip_photos,
+        device: a.device.device,
+        precision: a.precision.precision,
+        ..DemoOptions::default()
+    };
     if a.quick {
         o = DemoOptions {
             identities: 12,

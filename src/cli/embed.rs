@@ -18,12 +18,15 @@ use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceArg;
+use crate::util::precision::{set_precision, PrecisionArg};
 use crate::util::progress;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// Images, or folders searched recursively for images
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -97,7 +100,9 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
-    let device = a.device.open()?.device;
+    let chosen = a.device.open()?;
+    set_precision(a.precision.precision, &chosen)?;
+    let device = chosen.device;
     let paths = collect_images(&a.inputs)?;
     if paths.is_empty() {
         bail!("no images found in {:?}", a.inputs);

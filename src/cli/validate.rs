@@ -14,6 +14,7 @@ use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceArg;
+use crate::util::precision::{set_precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -71,6 +72,8 @@ pub struct ValidateArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 pub fn run(a: ValidateArgs) -> Result<()> {
@@ -121,7 +124,8 @@ fn evaluate_model(dir: &Path, model_path: &Path, a: &ValidateArgs, opts: &EvalOp
         show_progress: true,
     };
     let device = a.device.open()?;
-    eprintln!("Device: {}", device.description);
+    set_precision(a.precision.precision, &device)?;
+    eprintln!("Device: {}, {} matrix products", device.description, a.precision.precision);
     let v = verify_model(dir, &a.lfw_pairs, model_path, &vo, opts, &device.device)?;
     if v.dropped_pairs > 0 {
         eprintln!("warning: {} pairs dropped: image missing (--skip_missing)", v.dropped_pairs);

@@ -27,6 +27,7 @@ use crate::train::options::TrainOptions;
 use crate::train::{train_with_console, Console, TrainSummary};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceSpec;
+use crate::util::precision::{check_precision, Precision};
 
 /// The demo's knobs; the defaults are the few-minute CPU run.
 #[derive(Clone, Debug)]
@@ -47,6 +48,9 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Where detection, training and validation compute (`--device`).
     pub device: DeviceSpec,
+    /// What training and validation compute their matrix products with (`--precision`);
+    /// detection stays f32, as the reference's.
+    pub precision: Precision,
 }
 
 impl Default for DemoOptions {
@@ -65,6 +69,7 @@ impl Default for DemoOptions {
             skip_photos: false,
             seed: 666,
             device: DeviceSpec::Auto,
+            precision: Precision::F32,
         }
     }
 }
@@ -104,7 +109,8 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut timings = Vec::new();
     let chosen = o.device.open()?;
-    println!("Device: {}", chosen.description);
+    check_precision(o.precision, &chosen)?;
+    println!("Device: {}, {} matrix products", chosen.description, o.precision);
     let device = &chosen.device;
 
     // 1-2. Real photos.
@@ -210,6 +216,9 @@ pub fn training_args(o: &DemoOptions, synth_dir: &Path, schedule: &Path) -> Vec<
     push("--seed", o.seed.to_string());
     if o.device != DeviceSpec::Auto {
         push("--device", o.device.to_string());
+    }
+    if o.precision != Precision::F32 {
+        push("--precision", o.precision.to_string());
     }
     v
 }

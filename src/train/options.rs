@@ -14,6 +14,7 @@ use crate::eval::metrics::DistanceMetric;
 use crate::model::inception_resnet_v1::{MAX_EMBEDDING_SIZE, MAX_IMAGE_SIZE};
 use crate::util::device::DeviceSpec;
 use crate::util::devices::DeviceList;
+use crate::util::precision::Precision;
 
 // Range limits of the options (checked by [`TrainOptions::validate`]; the network's own,
 // image size and embedding width, are the model's: `crate::model::inception_resnet_v1`).
@@ -238,6 +239,12 @@ pub struct TrainOptions {
     /// run: a resumed run checks again unless this is given
     #[arg(long)]
     pub no_memory_check: bool,
+    /// What the matrix products (convolutions, fully connected layers) compute with: f32, or
+    /// bf16 (inputs rounded to bfloat16, f32 accumulation; weights, optimiser state and
+    /// everything else f32; CPU backend on CPUs with AVX-512 BF16). A property of the run:
+    /// `--resume` keeps it
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// A command line with only the `train` options, for computing defaults and parsing stored

@@ -272,7 +272,7 @@ impl RunLogs {
 /// Phase 5: the run's folders, data and recipe, before the first step.
 pub fn print_header(console: Console, opts: &TrainOptions, data: &TrainData, state: &RunState, device: &str) {
     let say = |line: std::fmt::Arguments| console.say(line);
-    say(format_args!("Device: {device}"));
+    say(format_args!("Device: {device}, {} matrix products", opts.precision));
     if let Some(list) = &opts.devices {
         let (n, r) = (opts.batch_size, list.replicas());
         say(format_args!("Devices: {list} ({r} replicas, {} to {} of the {n} images of a batch each)", n / r, n.div_ceil(r)));

@@ -35,6 +35,7 @@ use super::summary::{print_summary, Console, StopReason, TrainSummary};
 use crate::data::augment::Augment;
 use crate::data::loader::{BadImages, LoaderConfig};
 use crate::model::load::read_model_file;
+use crate::util::precision::set_precision;
 use crate::util::stop;
 
 /// Receives progress from [`train`]; every method has a no-op default (`&mut ()` observes
@@ -86,6 +87,7 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     }
     let device = opts.device.open()?;
     opts.device = device.spec;
+    set_precision(opts.precision, &device)?;
     let data = TrainData::load(&opts)?;
     let state = RunState::build(&opts, &data, resume_dir.as_deref(), &device.device, console)?;
     let memory = memory::check_training(&opts, &state.config, device.is_cpu())?;

@@ -1,5 +1,5 @@
 //! Small shared helpers: snake_case command-line flags, atomic file output, the cache folder
-//! and its paths, the CPU a measurement ran on, progress bars, the median of timings.
+//! and its paths, the CPU a measurement ran on, the precision of matrix products, progress bars, the median of timings.
 
 pub mod args;
 pub mod atomic;
@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cpu;
 pub mod device;
 pub mod devices;
+pub mod precision;
 pub mod progress;
 pub mod stop;
 pub mod wheel;

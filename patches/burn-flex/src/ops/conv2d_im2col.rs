@@ -266,7 +266,7 @@ unsafe fn gemm_strided<T: Float + 'static>(
         return;
     }
     unsafe {
-        gemm::gemm(
+        super::gemm_bf16::gemm(
             m,
             n,
             k,
@@ -607,7 +607,7 @@ where
         }
         // out[b, g*og + o, p0.., :] (= bias +) W_g[og x rows] * cols[rows x n]
         unsafe {
-            gemm::gemm(
+            super::gemm_bf16::gemm(
                 geo.og,
                 n,
                 rows,
@@ -677,7 +677,7 @@ where
         }
         // acc[og x ld] (= bias +) W_g[og x rows] * cols[rows x ld]
         unsafe {
-            gemm::gemm(
+            super::gemm_bf16::gemm(
                 geo.og,
                 ld,
                 rows,

@@ -306,7 +306,7 @@ unsafe fn gemm_call<T: GemmScalar>(
     parallelism: gemm::Parallelism,
 ) {
     unsafe {
-        gemm::gemm(
+        super::gemm_bf16::gemm(
             m,
             n,
             k,

@@ -1,0 +1,127 @@
+//! `--precision`: what a command's matrix products (convolutions, fully connected layers)
+//! compute with. `f32` everywhere by default; `bf16` rounds both inputs of every product to
+//! bfloat16 and accumulates in f32, as PyTorch's bf16 autocast does on a CPU: weights,
+//! optimiser state, batch norm, losses and every other operation stay f32 (the f32 "master
+//! weights" of mixed-precision training come for free).
+//!
+//! Implemented on the CPU backend for CPUs with AVX-512 BF16 (`vdpbf16ps`: Intel Cooper Lake,
+//! Sapphire Rapids and later, AMD Zen 4 and later). Anywhere else `bf16` is refused with the
+//! reason, never silently run in f32. Set once, at a command's edge, for the whole process.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::device::ChosenDevice;
+
+/// A `--precision` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(format!("--precision '{other}': expected f32 or bf16")),
+        }
+    }
+}
+
+impl serde::Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrecisionError {
+    #[error(
+        "--precision bf16 needs a CPU with AVX-512 BF16 (Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later); this one ({cpu}) has not: use --precision f32"
+    )]
+    NoBf16Cpu { cpu: String },
+    #[error("--precision bf16 is implemented on the CPU backend only; on {device} use --precision f32")]
+    Backend { device: String },
+}
+
+/// `--precision`, as the commands that run a network take it.
+#[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq)]
+pub struct PrecisionArg {
+    /// What matrix products compute with: f32, or bf16 (inputs rounded to bfloat16, f32
+    /// accumulation, everything else f32; CPU backend on CPUs with AVX-512 BF16)
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+}
+
+/// Whether matrix products can compute in `p` on `chosen`, and if not, why.
+pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
+    if p == Precision::F32 {
+        return Ok(());
+    }
+    if !chosen.is_cpu() {
+        return Err(PrecisionError::Backend { device: chosen.description.clone() });
+    }
+    #[cfg(feature = "flex")]
+    if burn_flex::bf16_supported() {
+        return Ok(());
+    }
+    Err(PrecisionError::NoBf16Cpu { cpu: super::cpu::cpu_info().model })
+}
+
+/// Makes every later matrix product of this process compute in `p` on `chosen` (the
+/// command's one device), or says why it cannot (and changes nothing).
+pub fn set_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
+    check_precision(p, chosen)?;
+    #[cfg(feature = "flex")]
+    burn_flex::set_gemm_precision(match p {
+        Precision::F32 => burn_flex::GemmPrecision::F32,
+        Precision::Bf16 => burn_flex::GemmPrecision::Bf16,
+    });
+    Ok(())
+}
+
+/// The precision matrix products compute in now (what [`set_precision`] set last).
+pub fn current_precision() -> Precision {
+    #[cfg(feature = "flex")]
+    if burn_flex::gemm_precision() == burn_flex::GemmPrecision::Bf16 && burn_flex::bf16_supported() {
+        return Precision::Bf16;
+    }
+    Precision::F32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("f16".parse::<Precision>().unwrap_err().contains("expected f32 or bf16"));
+        assert_eq!(Precision::Bf16.to_string(), "bf16");
+    }
+
+    // Setting bf16 here would change the products of the other unit tests running beside
+    // this one (the precision is process-wide): tests/precision.rs runs the binary instead.
+}
