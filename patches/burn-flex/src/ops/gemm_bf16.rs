@@ -382,6 +382,32 @@ mod x86 {
         }
     }
 
+    /// Transposes a 16 x 16 matrix of 32-bit values held as 16 rows.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+        // pairs of rows interleaved by 32 then 64 bits: u[4i + c], 128-bit lane L, holds column
+        // 4L + c of rows 4i..4i+4
+        let t: [__m512i; 16] =
+            core::array::from_fn(|x| if x % 2 == 0 { _mm512_unpacklo_epi32(r[x], r[x + 1]) } else { _mm512_unpackhi_epi32(r[x - 1], r[x]) });
+        let u: [__m512i; 16] = core::array::from_fn(|x| {
+            let (i, c) = (x / 4, x % 4);
+            let (a, b) = (t[4 * i + c / 2], t[4 * i + 2 + c / 2]);
+            if c % 2 == 0 { _mm512_unpacklo_epi64(a, b) } else { _mm512_unpackhi_epi64(a, b) }
+        });
+        // then the 4 x 4 transposition of 128-bit lanes, for each c
+        for c in 0..4 {
+            let x0 = _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]);
+            let x1 = _mm512_shuffle_i32x4::<0xee>(u[c], u[4 + c]);
+            let x2 = _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]);
+            let x3 = _mm512_shuffle_i32x4::<0xee>(u[8 + c], u[12 + c]);
+            r[c] = _mm512_shuffle_i32x4::<0x88>(x0, x2);
+            r[4 + c] = _mm512_shuffle_i32x4::<0xdd>(x0, x2);
+            r[8 + c] = _mm512_shuffle_i32x4::<0x88>(x1, x3);
+            r[12 + c] = _mm512_shuffle_i32x4::<0xdd>(x1, x3);
+        }
+    }
+
     /// Packs `rhs[pc..pc+kc, jc..jc+nc]` into panels of `NR` columns, each `kp` rows of `NR`
     /// pairs `(rhs[k][j], rhs[k+1][j])`; zeros past the edges.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -392,20 +418,25 @@ mod x86 {
             let dst = &mut out[panel * kp * NR..(panel + 1) * kp * NR];
             let cols = NR.min(nc - j0);
             if op.rhs_rs == 1 && op.rhs_cs != 1 {
-                // depth contiguous (a transposed operand): 16 pairs per load, stored across rows
-                for j in 0..NR {
-                    for p0 in (0..kp).step_by(16) {
-                        let np = 16.min(kp - p0);
-                        let mut v = [0u32; 16];
-                        if j < cols {
-                            let k0 = 2 * p0;
-                            let len = (kc - k0).min(32);
-                            let x0 = unsafe { load16(at(k0, j0 + j), 1, len.min(16)) };
-                            let x1 = if len > 16 { unsafe { load16(at(k0 + 16, j0 + j), 1, len - 16) } } else { _mm512_setzero_ps() };
-                            unsafe { _mm512_storeu_si512(v.as_mut_ptr() as *mut _, pairs_bf16(x0, x1)) };
+                // depth contiguous (a transposed operand): 16 pairs of each of 16 columns,
+                // transposed in registers into 16 rows of 16 columns
+                for p0 in (0..kp).step_by(16) {
+                    let np = 16.min(kp - p0);
+                    let k0 = 2 * p0;
+                    let len = (kc - k0).min(32);
+                    for jv in (0..NR).step_by(16) {
+                        let mut r = [_mm512_setzero_si512(); 16];
+                        for (c, r) in r.iter_mut().enumerate() {
+                            let j = jv + c;
+                            if j < cols {
+                                let x0 = unsafe { load16(at(k0, j0 + j), 1, len.min(16)) };
+                                let x1 = if len > 16 { unsafe { load16(at(k0 + 16, j0 + j), 1, len - 16) } } else { _mm512_setzero_ps() };
+                                *r = unsafe { pairs_bf16(x0, x1) };
+                            }
                         }
-                        for (t, v) in v.iter().enumerate().take(np) {
-                            dst[(p0 + t) * NR + j] = *v;
+                        unsafe { transpose16(&mut r) };
+                        for (t, r) in r.iter().enumerate().take(np) {
+                            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().add((p0 + t) * NR + jv) as *mut _, *r) };
                         }
                     }
                 }
@@ -462,20 +493,19 @@ mod x86 {
             return;
         }
         if op.lhs_rs == 1 {
-            // rows contiguous: 16 rows' pairs from two depth rows per load
-            for p in 0..kp {
-                let k = 2 * p;
-                for i0 in (0..panels * MR).step_by(16) {
-                    let len = 16.min(mc.saturating_sub(i0));
-                    let mut v = [0u32; 16];
-                    if len > 0 {
-                        let lo = unsafe { load16(at(i0, k), 1, len) };
-                        let hi = if k + 1 < kc { unsafe { load16(at(i0, k + 1), 1, len) } } else { _mm512_setzero_ps() };
-                        unsafe { _mm512_storeu_si512(v.as_mut_ptr() as *mut _, interleave_bf16(lo, hi)) };
-                    }
-                    for (t, v) in v.iter().enumerate().take(16.min(panels * MR - i0)) {
-                        let i = i0 + t;
-                        out[(i / MR) * kp * MR + p * MR + i % MR] = *v;
+            // rows contiguous: per panel and depth pair, the panel's rows from two depth
+            // rows (masked loads; rows past `mc` are zeros), stored as MR pairs at once
+            let pairs_mask: __mmask32 = (1u32 << (2 * MR)) - 1;
+            for panel in 0..panels {
+                let i0 = panel * MR;
+                let rows: __mmask16 = (1u16 << MR.min(mc - i0)) - 1;
+                let dst = out[panel * kp * MR..].as_mut_ptr();
+                for p in 0..kp {
+                    let k = 2 * p;
+                    unsafe {
+                        let lo = _mm512_maskz_loadu_ps(rows, at(i0, k));
+                        let hi = if k + 1 < kc { _mm512_maskz_loadu_ps(rows, at(i0, k + 1)) } else { _mm512_setzero_ps() };
+                        _mm512_mask_storeu_epi16(dst.add(p * MR) as *mut i16, pairs_mask, interleave_bf16(lo, hi));
                     }
                 }
             }

@@ -1,0 +1,94 @@
+//! `--precision bf16` as a user runs it: the small network trained twice on the same tiny data
+//! and seed, in f32 and in bf16. Where the CPU has AVX-512 BF16 the bf16 run must differ from
+//! the f32 one (its products are rounded) yet follow it closely, record its precision, resume
+//! in it, and embed with it; elsewhere it must be refused with the reason and nothing written.
+//! (Own test file: the precision is process-wide, so it is only ever set in `facenet`
+//! processes, never in the test process.)
+
+use std::fs;
+use std::path::Path;
+
+mod common;
+use common::{csv, facenet, only_subdir, output, run_ok, synth_tiny};
+
+fn train_args(data: &Path, logs: &Path, models: &Path, precision: &str) -> Vec<String> {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut v: Vec<String> = vec!["train".into(), "--data_dir".into(), s(&data.join("train"))];
+    v.extend(["--logs_base_dir".into(), s(logs), "--models_base_dir".into(), s(models)]);
+    v.extend(
+        "--model_def inception_resnet_v1_small --image_size 32 --embedding_size 16 --batch_size 8 --epoch_size 4 \
+         --max_nrof_epochs 2 --optimizer RMSPROP --learning_rate 0.01 --keep_probability 0.8 --random_flip \
+         --weight_decay 1e-4 --center_loss_factor 0.01 --center_loss_alfa 0.9 --nrof_preprocess_threads 2 --seed 11 --precision"
+            .split_whitespace()
+            .map(String::from),
+    );
+    v.push(precision.into());
+    v
+}
+
+/// (step, loss) of a run's steps.csv.
+fn losses(log_dir: &Path) -> Vec<f64> {
+    let rows = csv(&log_dir.join("steps.csv"));
+    let col = rows[0].iter().position(|h| h == "loss").unwrap();
+    rows[1..].iter().map(|r| r[col].parse().unwrap()).collect()
+}
+
+#[test]
+fn bf16_training_follows_f32_or_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth_tiny(&data);
+    let dirs = |name: &str| (tmp.path().join(format!("logs-{name}")), tmp.path().join(format!("models-{name}")));
+    let (l32, m32) = dirs("f32");
+    let (out, _) = run_ok(facenet().args(train_args(&data, &l32, &m32, "f32")));
+    assert!(out.contains("f32 matrix products"), "{out}");
+
+    let (lbf, mbf) = dirs("bf16");
+    let (ok, out, err) = output(facenet().args(train_args(&data, &lbf, &mbf, "bf16")));
+    let has_bf16 = std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw");
+    if !has_bf16 {
+        assert!(!ok && err.contains("AVX-512 BF16") && err.contains("--precision f32"), "{out}\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!mbf.exists() || fs::read_dir(&mbf).unwrap().next().is_none(), "a refused run writes no model");
+        eprintln!("SKIPPED: this CPU has no AVX-512 BF16; checked that bf16 is refused");
+        return;
+    }
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("bf16 matrix products"), "{out}");
+    let (a, b) = (losses(&only_subdir(&l32)), losses(&only_subdir(&lbf)));
+    eprintln!("losses f32 {a:?}\n       bf16 {b:?}");
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().chain(&b).all(|x| x.is_finite()));
+    // the same data, weights and dropout: the first loss differs only by the rounding of the
+    // products' inputs (relative ~1e-3), and the run stays close to f32's
+    let rel = |x: f64, y: f64| (x - y).abs() / y.abs();
+    assert!(a[0] != b[0], "bf16 gave the f32 loss bit for bit: the bf16 products were not used");
+    assert!(rel(b[0], a[0]) < 1e-2, "first loss f32 {} vs bf16 {}", a[0], b[0]);
+    let (ma, mb) = (a.iter().sum::<f64>() / a.len() as f64, b.iter().sum::<f64>() / b.len() as f64);
+    assert!(rel(mb, ma) < 0.1, "mean loss f32 {ma} vs bf16 {mb}: {a:?} {b:?}");
+    // recorded with the run, so that --resume continues in it
+    let run = only_subdir(&lbf);
+    let args = fs::read_to_string(run.join("arguments.txt")).unwrap();
+    assert!(args.lines().any(|l| l == "precision: bf16"), "{args}");
+    let model_dir = only_subdir(&mbf);
+    let more = ["--resume".to_string(), model_dir.to_str().unwrap().to_string(), "--max_nrof_epochs".into(), "3".into()];
+    let mut resumed = train_args(&data, &lbf, &mbf, "f32")[..1].to_vec();
+    resumed.extend(more);
+    let (out, _) = run_ok(facenet().args(&resumed));
+    assert!(out.contains("bf16 matrix products"), "a resumed bf16 run keeps bf16: {out}");
+    // and the model embeds in bf16 close to f32, and not bit for bit
+    let faces = data.join("train");
+    let emb = |p: &str| {
+        let out = tmp.path().join(format!("emb-{p}.npy"));
+        run_ok(facenet().args(["embed", "--precision", p, "--model"]).arg(&model_dir).arg("-o").arg(&out).arg(&faces));
+        facenet::data::npy::read_matrix(&out).unwrap()
+    };
+    let ((e32, n, d), (ebf, n2, d2)) = (emb("f32"), emb("bf16"));
+    assert_eq!((n, d), (n2, d2));
+    assert!(n >= 8 && d == 16, "{n} x {d}");
+    assert_ne!(e32, ebf);
+    for (i, (x, y)) in e32.chunks(d).zip(ebf.chunks(d)).enumerate() {
+        let cos = x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>(); // embeddings are unit vectors
+        assert!(cos > 0.999, "image {i}: cosine f32 vs bf16 {cos}");
+    }
+}
