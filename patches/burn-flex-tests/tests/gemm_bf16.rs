@@ -14,15 +14,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_flex::ops::gemm_bf16::{bf16_bits, gemm};
 use burn_flex::{bf16_supported, set_gemm_precision, GemmPrecision};
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 fn bf16(x: f32) -> f64 {
     f32::from_bits((bf16_bits(x) as u32) << 16) as f64

@@ -13,6 +13,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
+mod common;
+use common::values;
+
 #[derive(Clone, Copy, Debug)]
 struct Case {
     batch: usize,
@@ -34,17 +37,6 @@ impl Case {
             |i: usize, size: usize| (size + self.pad[i].0 + self.pad[i].1 - self.dilation[i] * (self.k[i] - 1) - 1) / self.stride[i] + 1;
         [o(0, self.h), o(1, self.w)]
     }
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// conv(x, w, b) and d(sum(conv(x, w, b) * r))/dx, /dw, /db by the definition, in f64.
