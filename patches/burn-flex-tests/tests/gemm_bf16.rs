@@ -3,7 +3,7 @@
 //! (depth-contiguous or row-contiguous left operand, row-contiguous or depth-contiguous right
 //! operand, strided output, accumulation), edges that are not whole tiles or whole depth pairs,
 //! the same bits for one thread and for many, and the convolution and matmul of the backend
-//! computing in bf16 once it is set.
+//! computing in bf16 once it is set (the im2col convolution, flex's own 1x1 kernel, matmul).
 //!
 //! A file of its own: the precision is process-wide, and these tests set it to bf16. On a CPU
 //! without AVX-512 BF16 they check that bf16 is refused and the products stay f32.
@@ -178,6 +178,29 @@ fn convolution_and_matmul_compute_in_bf16_once_set() {
         assert!(worst_bf16 < 1e-4 && worst_f32 > 1e-4, "conv: off bf16 definition {worst_bf16}, off f32 {worst_f32}");
     } else {
         assert!(worst_f32 < 1e-4, "conv without bf16: off f32 {worst_f32}");
+    }
+    // 1x1 convolution of a large map (flex's own pointwise kernel), 24 -> 16 channels
+    let (x, w) = (values(2 * 24 * 400, 11), values(16 * 24, 12));
+    let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 24, 20, 20]), &d);
+    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [16, 24, 1, 1]), &d);
+    let y: Vec<f32> = conv2d(xt, wt, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)).try_into_vec_as().unwrap();
+    let (mut worst_bf16, mut worst_f32) = (0f64, 0f64);
+    for b in 0..2 {
+        for o in 0..16 {
+            for p in 0..400 {
+                let xs = |i: usize| x[(b * 24 + i) * 400 + p];
+                let want: f64 = (0..24).map(|i| bf16(xs(i)) * bf16(w[o * 24 + i])).sum();
+                let exact: f64 = (0..24).map(|i| xs(i) as f64 * w[o * 24 + i] as f64).sum();
+                let got = y[(b * 16 + o) * 400 + p] as f64;
+                worst_bf16 = worst_bf16.max((got - want).abs());
+                worst_f32 = worst_f32.max((got - exact).abs());
+            }
+        }
+    }
+    if bf16_here {
+        assert!(worst_bf16 < 1e-4 && worst_f32 > 1e-4, "1x1 conv: off bf16 definition {worst_bf16}, off f32 {worst_f32}");
+    } else {
+        assert!(worst_f32 < 1e-4, "1x1 conv without bf16: off f32 {worst_f32}");
     }
     // matmul [5 x 40] x [40 x 3]
     let (a, b) = (values(200, 9), values(120, 10));

@@ -699,7 +699,7 @@ fn conv3d_1x1_impl<
                         b * channels_out * spatial + g * out_channels_per_group * spatial;
 
                     unsafe {
-                        gemm::gemm(
+                        super::gemm_bf16::gemm(
                             m,
                             n,
                             k,
@@ -734,7 +734,7 @@ fn conv3d_1x1_impl<
                         b * channels_out * spatial + g * out_channels_per_group * spatial;
 
                     unsafe {
-                        gemm::gemm(
+                        super::gemm_bf16::gemm(
                             m,
                             n,
                             k,
@@ -1685,7 +1685,7 @@ fn conv3d_direct_impl<
                 for k in 0..kernel_w {
                     unsafe {
                         let x_base = x_data.as_ptr().add(b * batch_x_len);
-                        gemm::gemm(
+                        super::gemm_bf16::gemm(
                             m,
                             n,
                             gemm_k,
@@ -1718,7 +1718,7 @@ fn conv3d_direct_impl<
                 for k in 0..kernel_w {
                     unsafe {
                         let x_base = x_data.as_ptr().add(b * batch_x_len);
-                        gemm::gemm(
+                        super::gemm_bf16::gemm(
                             m,
                             n,
                             gemm_k,
@@ -1781,7 +1781,7 @@ macro_rules! gemm_typed {
             #[cfg(not(feature = "rayon"))]
             let parallelism = gemm::Parallelism::None;
             unsafe {
-                gemm::gemm(
+                super::gemm_bf16::gemm(
                     m,
                     n,
                     k,
