@@ -143,6 +143,16 @@ fn one_thread_and_many_give_the_same_bits() {
     product(m, n, k, true, true, true, false, gemm::Parallelism::Rayon(0));
 }
 
+/// A product's largest differences to its bf16 and its f32 definition: near the bf16 one and
+/// clearly off the f32 one where bf16 is on, near the f32 one where it is refused.
+fn assert_rounded_as_set(what: &str, bf16_here: bool, worst_bf16: f64, worst_f32: f64) {
+    if bf16_here {
+        assert!(worst_bf16 < 1e-4 && worst_f32 > 1e-4, "{what}: off bf16 definition {worst_bf16}, off f32 {worst_f32}");
+    } else {
+        assert!(worst_f32 < 1e-4, "{what} without bf16: off f32 {worst_f32}");
+    }
+}
+
 #[test]
 fn convolution_and_matmul_compute_in_bf16_once_set() {
     let d = Device::flex();
@@ -174,11 +184,7 @@ fn convolution_and_matmul_compute_in_bf16_once_set() {
             }
         }
     }
-    if bf16_here {
-        assert!(worst_bf16 < 1e-4 && worst_f32 > 1e-4, "conv: off bf16 definition {worst_bf16}, off f32 {worst_f32}");
-    } else {
-        assert!(worst_f32 < 1e-4, "conv without bf16: off f32 {worst_f32}");
-    }
+    assert_rounded_as_set("conv", bf16_here, worst_bf16, worst_f32);
     // 1x1 convolution of a large map (flex's own pointwise kernel), 24 -> 16 channels
     let (x, w) = (values(2 * 24 * 400, 11), values(16 * 24, 12));
     let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 24, 20, 20]), &d);
@@ -197,11 +203,7 @@ fn convolution_and_matmul_compute_in_bf16_once_set() {
             }
         }
     }
-    if bf16_here {
-        assert!(worst_bf16 < 1e-4 && worst_f32 > 1e-4, "1x1 conv: off bf16 definition {worst_bf16}, off f32 {worst_f32}");
-    } else {
-        assert!(worst_f32 < 1e-4, "1x1 conv without bf16: off f32 {worst_f32}");
-    }
+    assert_rounded_as_set("1x1 conv", bf16_here, worst_bf16, worst_f32);
     // matmul [5 x 40] x [40 x 3]
     let (a, b) = (values(200, 9), values(120, 10));
     let at = Tensor::<2>::from_data(TensorData::new(a.clone(), [5, 40]), &d);
