@@ -92,3 +92,65 @@ fn bf16_training_follows_f32_or_is_refused_with_the_reason() {
         assert!(cos > 0.999, "image {i}: cosine f32 vs bf16 {cos}");
     }
 }
+
+/// The `"winograd"` field of the JSON line of a small `bench embed` with `$FACENET_WINOGRAD`
+/// set to `env` (or unset) and `--precision precision`; `None` when the run is refused.
+fn bench_winograd(env: Option<&str>, precision: &str) -> Option<bool> {
+    let mut cmd = facenet();
+    match env {
+        Some(v) => cmd.env("FACENET_WINOGRAD", v),
+        None => cmd.env_remove("FACENET_WINOGRAD"),
+    };
+    let args = "bench embed --model-def inception_resnet_v1_small --image-size 32 --batch-size 2 --warmup 0 --steps 1 --precision";
+    let (ok, out, err) = output(cmd.args(args.split_whitespace()).arg(precision));
+    if !ok {
+        return None;
+    }
+    let line = out.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line: {out} {err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    Some(v["winograd"].as_bool().unwrap_or_else(|| panic!("no winograd field: {line}")))
+}
+
+/// f32 inference runs the 3x3 stride-1 convolutions as Winograd F(4x4, 3x3): `embed` gives
+/// the im2col kernel's embeddings up to rounding (cosine > 0.99999, not bit for bit);
+/// `FACENET_WINOGRAD=0` turns it off (then bit for bit the same again), `bench embed` says
+/// which ran, and bf16 products keep the im2col kernel.
+#[test]
+fn f32_inference_runs_winograd_unless_turned_off() {
+    use facenet::model::load::{MODEL_FILE, MODEL_JSON};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth_tiny(&data);
+    let model = tmp.path().join("model");
+    fs::create_dir_all(&model).unwrap();
+    let (weights, json) = common::small_checkpoint_files();
+    fs::write(model.join(MODEL_FILE), weights).unwrap();
+    fs::write(model.join(MODEL_JSON), serde_json::to_string(&json).unwrap()).unwrap();
+    let faces = data.join("train");
+    let emb = |name: &str, winograd: Option<&str>| {
+        let out = tmp.path().join(format!("emb-{name}.npy"));
+        let mut cmd = facenet();
+        match winograd {
+            Some(v) => cmd.env("FACENET_WINOGRAD", v),
+            None => cmd.env_remove("FACENET_WINOGRAD"),
+        };
+        run_ok(cmd.args(["embed", "--model"]).arg(&model).arg("-o").arg(&out).arg(&faces));
+        facenet::data::npy::read_matrix(&out).unwrap()
+    };
+    let (wino, n, d) = emb("winograd", None);
+    let (im2col, n2, d2) = emb("im2col", Some("0"));
+    let (again, _, _) = emb("im2col-again", Some("off"));
+    assert_eq!((n, d), (n2, d2));
+    assert!(n >= 8 && d == 16, "{n} x {d}");
+    assert_eq!(im2col, again, "FACENET_WINOGRAD=0 and =off both give the im2col kernel's bits");
+    assert_ne!(wino, im2col, "the Winograd kernel did not run");
+    for (i, (x, y)) in wino.chunks(d).zip(im2col.chunks(d)).enumerate() {
+        let cos = x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>(); // embeddings are unit vectors
+        assert!(cos > 0.99999, "image {i}: cosine Winograd vs im2col {cos}");
+    }
+    assert_eq!(bench_winograd(None, "f32"), Some(true));
+    assert_eq!(bench_winograd(Some("0"), "f32"), Some(false));
+    // bf16 products keep the im2col kernel (or bf16 is refused on this CPU)
+    let bf16 = bench_winograd(None, "bf16");
+    assert_ne!(bf16, Some(true));
+}

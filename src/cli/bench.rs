@@ -21,7 +21,7 @@ use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::devices::DeviceList;
 use crate::util::median;
-use crate::util::precision::{current_precision, set_precision, PrecisionArg};
+use crate::util::precision::{current_precision, set_inference_precision, set_precision, winograd_on, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -170,6 +170,8 @@ fn emit(device: &ChosenDevice, mut v: serde_json::Value) {
     v["device"] = device.spec.to_string().into();
     v["device_name"] = device.description.clone().into();
     v["precision"] = current_precision().to_string().into();
+    // the 3x3 stride-1 convolutions as Winograd F(4x4, 3x3) (inference on the CPU)
+    v["winograd"] = winograd_on().into();
     println!("{v}");
 }
 
@@ -206,7 +208,7 @@ pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
 
 fn embed(b: EmbedBench) -> Result<()> {
     let chosen = b.device.open()?;
-    set_precision(b.precision.precision, &chosen)?;
+    set_inference_precision(b.precision.precision, &chosen)?;
     let device = chosen.device.clone();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
     check_input(&b.model_def, &opts, b.image_size as usize)?;

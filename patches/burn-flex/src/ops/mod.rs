@@ -98,6 +98,7 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 pub(crate) mod conv2d_im2col;
+pub mod conv2d_winograd;
 pub mod gemm_bf16;
 pub(crate) mod batch_norm;
 pub(crate) mod max_pool2d;

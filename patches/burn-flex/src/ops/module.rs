@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{batch_norm, conv, conv2d_im2col, max_pool2d, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{batch_norm, conv, conv2d_im2col, conv2d_winograd, max_pool2d, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -93,6 +93,13 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
+        if x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
+            && conv2d_winograd::applies(x.layout().shape(), weight.layout().shape(), &options)
+        {
+            return conv2d_winograd::conv2d_forward(x, weight, bias, &options);
+        }
         if conv2d_im2col::prefers_forward(x.layout().shape(), weight.layout().shape(), &options) {
             match x.dtype() {
                 DType::F32 => {

@@ -1,0 +1,165 @@
+//! The Winograd F(4x4, 3x3) forward convolution of the patched burn-flex
+//! (`ops/conv2d_winograd.rs`) against the f64 definition: sizes that are not whole tiles,
+//! channel counts that are not whole vectors, symmetric, asymmetric ('SAME') and no padding,
+//! with and without bias, each differing from the im2col kernel's result (so it ran); the
+//! convolutions it must leave to the other kernels (stride 2, 1x1, groups, bf16 products, maps
+//! under 3x3 outputs); the same bits on every run and for any thread count.
+//!
+//! A file of its own: the switch is process-wide, and these tests turn it on.
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_flex::{conv_winograd, set_conv_winograd, set_gemm_precision, GemmPrecision};
+
+mod common;
+use common::values;
+
+struct Case {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    pad: [(usize, usize); 2],
+    bias: bool,
+}
+
+/// The convolution through burn, and its f64 definition.
+fn run(case: &Case, stride: usize, groups: usize, k: usize) -> (Vec<f32>, Vec<f64>) {
+    let d = Device::flex();
+    let cg = case.c_in / groups;
+    let x = values(case.batch * case.c_in * case.h * case.w, 1);
+    let w = values(case.c_out * cg * k * k, 2);
+    let bias = values(case.c_out, 3);
+    let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [case.batch, case.c_in, case.h, case.w]), &d);
+    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, cg, k, k]), &d);
+    let bt = case.bias.then(|| Tensor::<1>::from_data(TensorData::new(bias.clone(), [case.c_out]), &d));
+    let options = ConvOptions::new_with_padding([stride, stride], case.pad, [1, 1], groups);
+    let y: Vec<f32> = conv2d(xt, wt, bt, options).try_into_vec_as().unwrap();
+    let ho = (case.h + case.pad[0].0 + case.pad[0].1 - k) / stride + 1;
+    let wo = (case.w + case.pad[1].0 + case.pad[1].1 - k) / stride + 1;
+    let og = case.c_out / groups;
+    let mut want = vec![0f64; case.batch * case.c_out * ho * wo];
+    for b in 0..case.batch {
+        for o in 0..case.c_out {
+            let g = o / og;
+            for p in 0..ho {
+                for q in 0..wo {
+                    let mut s = if case.bias { bias[o] as f64 } else { 0.0 };
+                    for c in 0..cg {
+                        for i in 0..k {
+                            for j in 0..k {
+                                let ih = (p * stride + i) as isize - case.pad[0].0 as isize;
+                                let iw = (q * stride + j) as isize - case.pad[1].0 as isize;
+                                if ih < 0 || iw < 0 || ih >= case.h as isize || iw >= case.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * case.c_in + g * cg + c) * case.h + ih as usize) * case.w + iw as usize];
+                                s += w[((o * cg + c) * k + i) * k + j] as f64 * xv as f64;
+                            }
+                        }
+                    }
+                    want[((b * case.c_out + o) * ho + p) * wo + q] = s;
+                }
+            }
+        }
+    }
+    assert_eq!(y.len(), want.len());
+    (y, want)
+}
+
+/// Largest difference to the definition, relative to its largest magnitude.
+fn relative_error(y: &[f32], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let worst = y.iter().zip(want).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    worst / scale
+}
+
+fn cases() -> Vec<Case> {
+    let c = |batch, c_in, c_out, h, w, pad: [(usize, usize); 2], bias| Case { batch, c_in, c_out, h, w, pad, bias };
+    vec![
+        // whole tiles, whole vectors, 'same' padding
+        c(2, 16, 32, 8, 8, [(1, 1), (1, 1)], true),
+        // no padding, sizes that are not whole tiles (9 -> 7), channels not whole vectors
+        c(3, 5, 7, 9, 9, [(0, 0), (0, 0)], false),
+        // TF 'SAME' on an even size with stride 1 pads one each side; asymmetric padding too
+        c(2, 20, 33, 10, 7, [(0, 2), (1, 1)], true),
+        // the network's stem shapes in small: 32 channels, 13x13 'valid' and 'same'
+        c(4, 32, 64, 13, 13, [(0, 0), (0, 0)], true),
+        c(1, 32, 32, 13, 13, [(1, 1), (1, 1)], false),
+        // smallest map it takes: 3x3 outputs (one tile, mostly outside)
+        c(5, 24, 40, 3, 3, [(1, 1), (1, 1)], true),
+        // many tiles: several tasks per worker
+        c(6, 48, 48, 17, 17, [(1, 1), (1, 1)], true),
+    ]
+}
+
+/// The switch is process-wide and the tests of this file run in parallel: each holds this.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn winograd_matches_the_definition() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gemm_precision(GemmPrecision::F32);
+    for case in cases() {
+        let what = format!("{}x{}x{}x{} -> {}, pad {:?}", case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
+        set_conv_winograd(false);
+        let (direct, want) = run(&case, 1, 1, 3);
+        set_conv_winograd(true);
+        assert!(conv_winograd());
+        let (y, _) = run(&case, 1, 1, 3);
+        // it ran: not the im2col kernel's bits (which are within 1e-6 of the definition)
+        assert_ne!(y, direct, "{what}: the Winograd kernel did not run");
+        assert!(relative_error(&direct, &want) < 1e-6, "{what}: im2col");
+        let err = relative_error(&y, &want);
+        // F(4x4, 3x3) in f32: order 1e-6 relative
+        assert!(err < 5e-5, "{what}: relative error {err:e}");
+        // same bits on a second run and on one thread
+        let (again, _) = run(&case, 1, 1, 3);
+        assert_eq!(y, again, "{what}: two runs differ");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (one, _) = pool.install(|| run(&case, 1, 1, 3));
+        assert_eq!(y, one, "{what}: one thread and many differ");
+    }
+}
+
+#[test]
+fn bf16_products_keep_the_im2col_kernel() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case { batch: 2, c_in: 32, c_out: 32, h: 9, w: 9, pad: [(1, 1), (1, 1)], bias: false };
+    set_conv_winograd(false);
+    set_gemm_precision(GemmPrecision::F32);
+    let (direct, _) = run(&case, 1, 1, 3);
+    set_conv_winograd(true);
+    // where bf16 products are refused (no AVX-512 BF16) this checks the f32 path again
+    let bf16_here = set_gemm_precision(GemmPrecision::Bf16);
+    let (y, _) = run(&case, 1, 1, 3);
+    set_conv_winograd(false);
+    let (im2col, _) = run(&case, 1, 1, 3);
+    set_gemm_precision(GemmPrecision::F32);
+    assert_eq!(y, im2col, "with bf16 products (set: {bf16_here}) the 3x3 convolution is the im2col kernel's");
+    if !bf16_here {
+        assert_eq!(y, direct);
+    }
+}
+
+#[test]
+fn other_convolutions_are_left_to_the_other_kernels() {
+    // stride 2, 1x1, two groups, and a map under 3x3 outputs: all exact as before (the im2col
+    // and flex kernels are within 1e-6 of the definition; Winograd's error would show)
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_conv_winograd(true);
+    set_gemm_precision(GemmPrecision::F32);
+    let big = Case { batch: 2, c_in: 64, c_out: 64, h: 11, w: 11, pad: [(1, 1), (1, 1)], bias: false };
+    for (what, case, stride, groups, k) in [
+        ("stride 2", &big, 2, 1, 3),
+        ("1x1", &big, 1, 1, 1),
+        ("groups 2", &big, 1, 2, 3),
+        ("2x2 outputs", &Case { batch: 2, c_in: 64, c_out: 64, h: 4, w: 4, pad: [(0, 0), (0, 0)], bias: true }, 1, 1, 3),
+    ] {
+        let (y, want) = run(case, stride, groups, k);
+        let err = relative_error(&y, &want);
+        assert!(err < 1e-6, "{what}: relative error {err:e}");
+    }
+}

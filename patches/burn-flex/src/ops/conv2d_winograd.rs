@@ -1,0 +1,571 @@
+//! 3x3 stride-1 convolutions (f32, NCHW, one group) by Winograd's minimal filtering
+//! F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), for
+//! processes that ask for it ([`set_conv_winograd`]; off by default): each 4x4 block of output
+//! positions (a tile) of one output channel is `A^T [ sum_c (G g_oc G^T) . (B^T d_c B) ] A`,
+//! with `d_c` the 6x6 input patch of the tile in channel `c`. The sum over channels is, for
+//! each of the 36 transform points `xi`, a matrix product
+//! `M_xi [tiles x c_out] = V_xi [tiles x c_in] * U_xi [c_in x c_out]`: 36 products with 4x
+//! fewer multiply-adds than the convolution as one im2col product, and no im2col block (9x the
+//! input) to write.
+//!
+//! The input is first copied to a zero-padded channels-last buffer so that both transforms
+//! run on vectors of 16 channels; the weights are transformed once per call (a pass over
+//! them). Then tasks of consecutive tiles (across images), single-threaded and cache-sized,
+//! each run the input transform of their tiles, the 36 products, and the output transform
+//! into the output planes (bias included).
+//!
+//! The result equals the convolution up to rounding, but not bit for bit: the transforms'
+//! constants (1/4, 1/6, 1/12, 1/24) are not exact in binary and the transforms add and
+//! subtract multiples of neighbouring inputs; differences are of order 1e-6..1e-5 relative to
+//! the largest output. Same bits run to run and for any thread count (each output is computed
+//! by one task, in a fixed order).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use burn_backend::ops::ConvOptions;
+use burn_std::{Bytes, Shape};
+
+use crate::{FlexTensor, Layout};
+
+static WINOGRAD: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later f32 3x3 stride-1 convolution forward of this process (one group, maps of
+/// at least 3x3 outputs, f32 matrix products) run as Winograd F(4x4, 3x3): about 2-3x faster
+/// on a CPU, equal up to rounding (order 1e-6 relative), not bit for bit. Off by default; meant
+/// for inference.
+pub fn set_conv_winograd(on: bool) {
+    WINOGRAD.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`set_conv_winograd`] turned the Winograd convolution on.
+pub fn conv_winograd() -> bool {
+    WINOGRAD.load(Ordering::Relaxed)
+}
+
+/// Whether this forward convolution runs here: Winograd on, f32 products (not bf16), a 3x3
+/// kernel, stride and dilation 1, one group, at least 3x3 output positions.
+pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
+    if !conv_winograd() || super::gemm_bf16::gemm_precision() != super::gemm_bf16::GemmPrecision::F32 {
+        return false;
+    }
+    let out = |axis: usize| {
+        let (begin, end) = options.padding[axis];
+        (x_shape[2 + axis] + begin + end).saturating_sub(2)
+    };
+    x_shape.len() == 4
+        && w_shape.len() == 4
+        && options.groups == 1
+        && w_shape[2] == 3
+        && w_shape[3] == 3
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && w_shape[1] == x_shape[1]
+        && out(0) >= 3
+        && out(1) >= 3
+}
+
+/// The forward convolution of f32 tensors for which [`applies`] holds: `[batch, c_out, ho, wo]`.
+pub(crate) fn conv2d_forward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let x = x.to_contiguous();
+    let weight = weight.to_contiguous();
+    let xs = x.layout().shape().clone();
+    let ws = weight.layout().shape().clone();
+    let [ph, pw] = options.padding_begin();
+    let out = |axis: usize| {
+        let (begin, end) = options.padding[axis];
+        (xs[2 + axis] + begin + end).saturating_sub(2)
+    };
+    let g = Geo { batch: xs[0], c_in: xs[1], h: xs[2], w: xs[3], c_out: ws[0], ph, pw, ho: out(0), wo: out(1) };
+    let bias = bias.map(|b| b.to_contiguous());
+    let b_data: Option<&[f32]> = bias.as_ref().map(|b| b.storage());
+    // every output position is written by the task of its tile
+    let mut y = buffer(g.batch * g.c_out * g.ho * g.wo, false);
+    conv3x3(x.storage(), weight.storage(), b_data, &g, &mut y);
+    FlexTensor::new(
+        Bytes::from_elems(y),
+        Layout::contiguous(Shape::from(vec![g.batch, g.c_out, g.ho, g.wo])),
+        burn_backend::DType::F32,
+    )
+}
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Channels per vector of the transforms.
+const LANES: usize = 16;
+/// Transform points of one tile: 6 x 6.
+const XI: usize = 36;
+/// Most tiles per task.
+const TILES: usize = 192;
+/// Fewest tiles per task when more tasks would balance the workers better.
+const MIN_TILES: usize = 32;
+
+/// Shapes and paddings of one 3x3 stride-1 convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geo {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    /// Leading padding (rows, columns).
+    ph: usize,
+    pw: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geo {
+    fn tiles_h(&self) -> usize {
+        self.ho.div_ceil(4)
+    }
+    fn tiles_w(&self) -> usize {
+        self.wo.div_ceil(4)
+    }
+    fn tiles(&self) -> usize {
+        self.batch * self.tiles_h() * self.tiles_w()
+    }
+    /// Rows and columns of the padded channels-last input: every tile's 6x6 patch inside.
+    fn padded(&self) -> (usize, usize) {
+        (4 * self.tiles_h() + 2, 4 * self.tiles_w() + 2)
+    }
+}
+
+/// A buffer of `len` f32: zeroed, or (`zeroed == false`) for a caller that writes every
+/// element before reading it.
+fn buffer(len: usize, zeroed: bool) -> Vec<f32> {
+    if zeroed {
+        return vec![0.0; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: every bit pattern is an f32, and the caller writes each element before reading it
+    unsafe { v.set_len(len) };
+    v
+}
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+type Vf = [f32; LANES];
+
+#[inline(always)]
+fn vadd(a: Vf, b: Vf) -> Vf {
+    core::array::from_fn(|l| a[l] + b[l])
+}
+#[inline(always)]
+fn vsub(a: Vf, b: Vf) -> Vf {
+    core::array::from_fn(|l| a[l] - b[l])
+}
+#[inline(always)]
+fn vscale(s: f32, a: Vf) -> Vf {
+    core::array::from_fn(|l| s * a[l])
+}
+/// `a + s * b`
+#[inline(always)]
+fn vfma(a: Vf, s: f32, b: Vf) -> Vf {
+    core::array::from_fn(|l| a[l] + s * b[l])
+}
+
+/// `B^T d` for one column of 6 values.
+#[inline(always)]
+fn bt(d: [Vf; 6]) -> [Vf; 6] {
+    let d4_d2 = vsub(d[4], d[2]);
+    let d3_d1 = vsub(d[3], d[1]);
+    let s34 = vadd(d[4], d[3]);
+    let s12 = vadd(d[1], d[2]);
+    let m34 = vsub(d[4], d[3]);
+    let m12 = vsub(d[1], d[2]);
+    [
+        vfma(vfma(d[4], -5.0, d[2]), 4.0, d[0]),
+        vfma(s34, -4.0, s12),
+        vfma(m34, 4.0, m12),
+        vfma(d4_d2, 2.0, d3_d1),
+        vfma(d4_d2, -2.0, d3_d1),
+        vfma(vfma(d[5], -5.0, d[3]), 4.0, d[1]),
+    ]
+}
+
+/// `A^T m` for one column of 6 values.
+#[inline(always)]
+fn at(m: [Vf; 6]) -> [Vf; 4] {
+    let p12 = vadd(m[1], m[2]);
+    let n12 = vsub(m[1], m[2]);
+    let p34 = vadd(m[3], m[4]);
+    let n34 = vsub(m[3], m[4]);
+    [
+        vadd(vadd(m[0], p12), p34),
+        vfma(n12, 2.0, n34),
+        vfma(p12, 4.0, p34),
+        vadd(vfma(n12, 8.0, n34), m[5]),
+    ]
+}
+
+/// `U_xi[c][o] = (G g_oc G^T)_xi`, `[36][c_in][c_out_p]`, padding columns zero: the weights
+/// first as `[c_in][9][c_out_p]`, then transformed 16 output channels at a time.
+fn transform_weights(w: &[f32], g: &Geo, cout_p: usize) -> Vec<f32> {
+    // padding columns (output channels c_out..cout_p) read by the transform: zero
+    let mut wt = buffer(g.c_in * 9 * cout_p, cout_p != g.c_out);
+    let wtp = OutPtr(wt.as_mut_ptr());
+    for_each_task(g.c_in, || (), move |_, c| {
+        // SAFETY: rows `c * 9 .. c * 9 + 9` of `wt` belong to this task only
+        let dst = unsafe { core::slice::from_raw_parts_mut(wtp.get().add(c * 9 * cout_p), 9 * cout_p) };
+        for o in 0..g.c_out {
+            let src = &w[(o * g.c_in + c) * 9..(o * g.c_in + c) * 9 + 9];
+            for (ij, v) in src.iter().enumerate() {
+                dst[ij * cout_p + o] = *v;
+            }
+        }
+    });
+    let mut u = buffer(XI * g.c_in * cout_p, false);
+    let per_xi = g.c_in * cout_p;
+    let up = OutPtr(u.as_mut_ptr());
+    let wt = &wt[..];
+    for_each_task(g.c_in, || (), move |_, c| {
+        // SAFETY: row `c` of every `U_xi` belongs to this task only
+        unsafe { transform_weights_channel(&wt[c * 9 * cout_p..(c + 1) * 9 * cout_p], cout_p, up.get().add(c * cout_p), per_xi) }
+    });
+    u
+}
+
+/// The 36 transform points of input channel `c`'s kernels (`k`: `[9][c_out_p]`), written
+/// at `u + xi * per_xi`.
+unsafe fn transform_weights_channel(k: &[f32], cout_p: usize, u: *mut f32, per_xi: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return unsafe { transform_weights_avx512(k, cout_p, u, per_xi) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return unsafe { transform_weights_avx2(k, cout_p, u, per_xi) };
+        }
+    }
+    unsafe { transform_weights_body(k, cout_p, u, per_xi) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_weights_avx512(k: &[f32], cout_p: usize, u: *mut f32, per_xi: usize) {
+    unsafe { transform_weights_body(k, cout_p, u, per_xi) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_weights_avx2(k: &[f32], cout_p: usize, u: *mut f32, per_xi: usize) {
+    unsafe { transform_weights_body(k, cout_p, u, per_xi) }
+}
+
+/// `G k` for one column of 3 values.
+#[inline(always)]
+fn gk(k: [Vf; 3]) -> [Vf; 6] {
+    let s02 = vadd(k[0], k[2]);
+    let a = vscale(-1.0 / 6.0, vadd(s02, k[1]));
+    let b = vscale(-1.0 / 6.0, vsub(s02, k[1]));
+    let q = vfma(vscale(1.0 / 24.0, k[0]), 1.0 / 6.0, k[2]);
+    [
+        vscale(0.25, k[0]),
+        a,
+        b,
+        vfma(q, 1.0 / 12.0, k[1]),
+        vfma(q, -1.0 / 12.0, k[1]),
+        k[2],
+    ]
+}
+
+#[inline(always)]
+unsafe fn transform_weights_body(k: &[f32], cout_p: usize, u: *mut f32, per_xi: usize) {
+    for ob in (0..cout_p).step_by(LANES) {
+        let load = |ij: usize| -> Vf { k[ij * cout_p + ob..ij * cout_p + ob + LANES].try_into().unwrap() };
+        // columns j of the 3x3 kernel: G k_j (6 values each)
+        let cols = [gk([load(0), load(3), load(6)]), gk([load(1), load(4), load(7)]), gk([load(2), load(5), load(8)])];
+        for i in 0..6 {
+            let r = gk([cols[0][i], cols[1][i], cols[2][i]]);
+            for (j, val) in r.iter().enumerate() {
+                unsafe { *(u.add((i * 6 + j) * per_xi + ob) as *mut Vf) = *val };
+            }
+        }
+    }
+}
+
+/// The input of image `b` as zero-padded channels-last rows `[hp][wp][cin_p]`.
+fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
+    let (hp, wp) = g.padded();
+    dst.fill(0.0);
+    for c in 0..g.c_in {
+        let plane = &x[(b * g.c_in + c) * g.h * g.w..(b * g.c_in + c + 1) * g.h * g.w];
+        for r in 0..hp {
+            let ih = r as isize - g.ph as isize;
+            if ih < 0 || ih >= g.h as isize {
+                continue;
+            }
+            let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+            let row = &mut dst[r * wp * cin_p..(r + 1) * wp * cin_p];
+            let s0 = g.pw;
+            let n = g.w.min(wp.saturating_sub(s0));
+            for (s, v) in src[..n].iter().enumerate() {
+                row[(s0 + s) * cin_p + c] = *v;
+            }
+        }
+    }
+}
+
+/// Buffers of one worker.
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// A buffer shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// 3x3 stride-1 convolution: `out[b, o, p, q] = bias[o] + sum_{c,i,j} w[o, c, i, j] *
+/// x[b, c, p + i - ph, q + j - pw]` (zero outside the input); `out` is `[batch, c_out, ho, wo]`.
+pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32]) {
+    let cin_p = round_up(g.c_in);
+    let cout_p = round_up(g.c_out);
+    let (hp, wp) = g.padded();
+    let u = transform_weights(w, g, cout_p);
+    let img = hp * wp * cin_p;
+    let mut xp = buffer(g.batch * img, false);
+    let xpp = OutPtr(xp.as_mut_ptr());
+    for_each_task(g.batch, || (), move |_, b| {
+        // SAFETY: image `b` of `xp` belongs to this task only
+        let dst = unsafe { core::slice::from_raw_parts_mut(xpp.get().add(b * img), img) };
+        pad_channels_last(x, g, b, cin_p, dst);
+    });
+    let tiles = g.tiles();
+    let tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * threads())).max(1);
+    let per_task = tiles.div_ceil(tasks);
+    let tasks = tiles.div_ceil(per_task);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let (xp, u) = (&xp[..], &u[..]);
+    let task = move |s: &mut Scratch, k: usize| {
+        let t0 = k * per_task;
+        let t1 = (t0 + per_task).min(tiles);
+        // SAFETY: the output positions of tiles t0..t1 belong to this task only
+        unsafe { run_task(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out_ptr.get()) };
+    };
+    let init = || Scratch {
+        v: buffer(XI * TILES * cin_p, false),
+        // the GEMMs write columns 0..c_out; the output transform reads all cout_p lanes
+        m: buffer(XI * TILES * cout_p, cout_p != g.c_out),
+    };
+    for_each_task(tasks, init, task);
+}
+
+/// `f(state, k)` for `k` in `0..n`, in parallel with rayon (one `init()` state per worker).
+fn for_each_task<S, I, F>(n: usize, init: I, f: F)
+where
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize) + Sync + Send,
+{
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each_init(init, f);
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let mut state = init();
+        (0..n).for_each(|k| f(&mut state, k));
+    }
+}
+
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_task(
+    xp: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    cin_p: usize,
+    cout_p: usize,
+    t0: usize,
+    t1: usize,
+    s: &mut Scratch,
+    out: *mut f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return unsafe { run_task_avx512(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return unsafe { run_task_avx2(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) };
+        }
+    }
+    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_task_avx512(
+    xp: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    cin_p: usize,
+    cout_p: usize,
+    t0: usize,
+    t1: usize,
+    s: &mut Scratch,
+    out: *mut f32,
+) {
+    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_task_avx2(
+    xp: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    cin_p: usize,
+    cout_p: usize,
+    t0: usize,
+    t1: usize,
+    s: &mut Scratch,
+    out: *mut f32,
+) {
+    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_task_body(
+    xp: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geo,
+    cin_p: usize,
+    cout_p: usize,
+    t0: usize,
+    t1: usize,
+    s: &mut Scratch,
+    out: *mut f32,
+) {
+    let (th, tw) = (g.tiles_h(), g.tiles_w());
+    let (hp, wp) = g.padded();
+    let nt = t1 - t0;
+    let v = s.v.as_mut_ptr();
+    let m = s.m.as_mut_ptr();
+    let xpp = xp.as_ptr();
+    // input transform: V[xi][t][c]
+    for t in 0..nt {
+        let tile = t0 + t;
+        let (b, rest) = (tile / (th * tw), tile % (th * tw));
+        let (ty, tx) = (rest / tw, rest % tw);
+        let base = b * hp * wp * cin_p + (4 * ty * wp + 4 * tx) * cin_p;
+        for cb in (0..cin_p).step_by(LANES) {
+            let load = |i: usize, j: usize| -> Vf {
+                unsafe { *(xpp.add(base + (i * wp + j) * cin_p + cb) as *const Vf) }
+            };
+            // columns: B^T d_j for each column j
+            let mut cols = [[[0.0f32; LANES]; 6]; 6];
+            for j in 0..6 {
+                cols[j] = bt([load(0, j), load(1, j), load(2, j), load(3, j), load(4, j), load(5, j)]);
+            }
+            // rows: (B^T d) B, row k
+            for k in 0..6 {
+                let r = bt([cols[0][k], cols[1][k], cols[2][k], cols[3][k], cols[4][k], cols[5][k]]);
+                for (l, val) in r.iter().enumerate() {
+                    let xi = k * 6 + l;
+                    unsafe { *(v.add((xi * TILES + t) * cin_p + cb) as *mut Vf) = *val };
+                }
+            }
+        }
+    }
+    // 36 products M_xi = V_xi * U_xi
+    for xi in 0..XI {
+        unsafe {
+            gemm::gemm(
+                nt,
+                g.c_out,
+                g.c_in,
+                m.add(xi * TILES * cout_p),
+                1,
+                cout_p as isize,
+                false,
+                v.add(xi * TILES * cin_p),
+                1,
+                cin_p as isize,
+                u.as_ptr().add(xi * g.c_in * cout_p),
+                1,
+                cout_p as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    // output transform: Y = A^T M A, into the output planes
+    let plane = g.ho * g.wo;
+    for t in 0..nt {
+        let tile = t0 + t;
+        let (b, rest) = (tile / (th * tw), tile % (th * tw));
+        let (ty, tx) = (rest / tw, rest % tw);
+        let (p0, q0) = (4 * ty, 4 * tx);
+        let rows = (g.ho - p0).min(4);
+        let cols_n = (g.wo - q0).min(4);
+        for ob in (0..cout_p).step_by(LANES) {
+            let load = |xi: usize| -> Vf { unsafe { *(m.add((xi * TILES + t) * cout_p + ob) as *const Vf) } };
+            // A^T applied down each of the 6 columns
+            let mut cols = [[[0.0f32; LANES]; 4]; 6];
+            for j in 0..6 {
+                cols[j] = at([load(j), load(6 + j), load(12 + j), load(18 + j), load(24 + j), load(30 + j)]);
+            }
+            let bias_v: Vf = match bias {
+                Some(bv) => core::array::from_fn(|l| if ob + l < g.c_out { bv[ob + l] } else { 0.0 }),
+                None => [0.0; LANES],
+            };
+            let mut y = [[0.0f32; LANES]; 16];
+            for i in 0..4 {
+                let r = at([cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]]);
+                for j in 0..4 {
+                    y[i * 4 + j] = vadd(r[j], bias_v);
+                }
+            }
+            let lanes = (g.c_out - ob).min(LANES);
+            for l in 0..lanes {
+                let o = ob + l;
+                let dst = unsafe { out.add((b * g.c_out + o) * plane + p0 * g.wo + q0) };
+                for i in 0..rows {
+                    for j in 0..cols_n {
+                        unsafe { *dst.add(i * g.wo + j) = y[i * 4 + j][l] };
+                    }
+                }
+            }
+        }
+    }
+}
