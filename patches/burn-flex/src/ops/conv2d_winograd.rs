@@ -419,7 +419,7 @@ unsafe fn run_task(
             return unsafe { run_task_avx2(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) };
         }
     }
-    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+    unsafe { run_task_body::<false>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -437,7 +437,7 @@ unsafe fn run_task_avx512(
     s: &mut Scratch,
     out: *mut f32,
 ) {
-    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+    unsafe { run_task_body::<true>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -455,12 +455,14 @@ unsafe fn run_task_avx2(
     s: &mut Scratch,
     out: *mut f32,
 ) {
-    unsafe { run_task_body(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+    unsafe { run_task_body::<false>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
 }
 
+/// One task (tiles `t0..t1`); `WIDE`: compiled for AVX-512 (the output tiles are transposed in
+/// registers).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_task_body(
+unsafe fn run_task_body<const WIDE: bool>(
     xp: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
@@ -557,13 +559,73 @@ unsafe fn run_task_body(
                 }
             }
             let lanes = (g.c_out - ob).min(LANES);
-            for l in 0..lanes {
-                let o = ob + l;
-                let dst = unsafe { out.add((b * g.c_out + o) * plane + p0 * g.wo + q0) };
-                for i in 0..rows {
-                    for j in 0..cols_n {
-                        unsafe { *dst.add(i * g.wo + j) = y[i * 4 + j][l] };
-                    }
+            let dst = unsafe { out.add((b * g.c_out + ob) * plane + p0 * g.wo + q0) };
+            let shape = TileStore { lanes, rows, cols: cols_n, plane, wo: g.wo };
+            #[cfg(target_arch = "x86_64")]
+            if WIDE {
+                unsafe { store_tile_avx512(&y, &shape, dst) };
+                continue;
+            }
+            unsafe { store_tile(&y, &shape, dst) };
+        }
+    }
+}
+
+/// Where one output tile of 16 channels goes: `lanes` channels (planes `plane` apart) of
+/// `rows x cols` positions (rows `wo` apart).
+struct TileStore {
+    lanes: usize,
+    rows: usize,
+    cols: usize,
+    plane: usize,
+    wo: usize,
+}
+
+/// Writes `y[position][lane]` (4x4 positions, row-major) to the output planes.
+#[inline(always)]
+unsafe fn store_tile(y: &[Vf; 16], s: &TileStore, dst: *mut f32) {
+    for l in 0..s.lanes {
+        let dst = unsafe { dst.add(l * s.plane) };
+        if s.rows == 4 && s.cols == 4 {
+            for i in 0..4 {
+                let row = [y[i * 4][l], y[i * 4 + 1][l], y[i * 4 + 2][l], y[i * 4 + 3][l]];
+                unsafe { (dst.add(i * s.wo) as *mut [f32; 4]).write_unaligned(row) };
+            }
+        } else {
+            for i in 0..s.rows {
+                for j in 0..s.cols {
+                    unsafe { *dst.add(i * s.wo + j) = y[i * 4 + j][l] };
+                }
+            }
+        }
+    }
+}
+
+/// [`store_tile`] through a 16 x 16 register transposition: each lane's 16 positions in one
+/// register, stored as four rows of four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile_avx512(y: &[Vf; 16], s: &TileStore, dst: *mut f32) {
+    use core::arch::x86_64::*;
+    let mut r: [__m512i; 16] = core::array::from_fn(|p| _mm512_castps_si512(unsafe { _mm512_loadu_ps(y[p].as_ptr()) }));
+    unsafe { super::gemm_bf16::x86::transpose16(&mut r) };
+    for (l, lane) in r.iter().enumerate().take(s.lanes) {
+        let v = _mm512_castsi512_ps(*lane);
+        let dst = unsafe { dst.add(l * s.plane) };
+        if s.rows == 4 && s.cols == 4 {
+            unsafe {
+                _mm_storeu_ps(dst, _mm512_castps512_ps128(v));
+                _mm_storeu_ps(dst.add(s.wo), _mm512_extractf32x4_ps::<1>(v));
+                _mm_storeu_ps(dst.add(2 * s.wo), _mm512_extractf32x4_ps::<2>(v));
+                _mm_storeu_ps(dst.add(3 * s.wo), _mm512_extractf32x4_ps::<3>(v));
+            }
+        } else {
+            let mut tile = [0f32; 16];
+            unsafe { _mm512_storeu_ps(tile.as_mut_ptr(), v) };
+            for i in 0..s.rows {
+                for j in 0..s.cols {
+                    unsafe { *dst.add(i * s.wo + j) = tile[i * 4 + j] };
                 }
             }
         }

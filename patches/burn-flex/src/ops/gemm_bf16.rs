@@ -142,7 +142,7 @@ pub fn bf16_bits(x: f32) -> u16 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
     use super::bf16_bits;
@@ -382,10 +382,11 @@ mod x86 {
         }
     }
 
-    /// Transposes a 16 x 16 matrix of 32-bit values held as 16 rows.
+    /// Transposes a 16 x 16 matrix of 32-bit values held as 16 rows (also the Winograd
+    /// convolution's output tiles).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+    pub(crate) unsafe fn transpose16(r: &mut [__m512i; 16]) {
         // pairs of rows interleaved by 32 then 64 bits: u[4i + c], 128-bit lane L, holds column
         // 4L + c of rows 4i..4i+4
         let t: [__m512i; 16] =
