@@ -294,9 +294,21 @@ unsafe fn transform_weights_body(k: &[f32], cout_p: usize, u: *mut f32, per_xi: 
 
 /// The input of image `b` as zero-padded channels-last rows `[hp][wp][cin_p]`.
 fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
-    let (hp, wp) = g.padded();
     dst.fill(0.0);
-    for c in 0..g.c_in {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F
+        unsafe { pad_channels_last_avx512(x, g, b, cin_p, dst) };
+        return;
+    }
+    pad_channels(x, g, b, 0, cin_p, dst);
+}
+
+/// Channels `c0..` of image `b` into the zeroed `dst` of [`pad_channels_last`], one element at
+/// a time.
+fn pad_channels(x: &[f32], g: &Geo, b: usize, c0: usize, cin_p: usize, dst: &mut [f32]) {
+    let (hp, wp) = g.padded();
+    for c in c0..g.c_in {
         let plane = &x[(b * g.c_in + c) * g.h * g.w..(b * g.c_in + c + 1) * g.h * g.w];
         for r in 0..hp {
             let ih = r as isize - g.ph as isize;
@@ -312,6 +324,45 @@ fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]
             }
         }
     }
+}
+
+/// [`pad_channels`] for whole blocks of 16 channels through 16 x 16 register transpositions
+/// (16 columns of 16 channel rows in, 16 channel vectors out); the channels past the last
+/// whole block one element at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pad_channels_last_avx512(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let (hp, wp) = g.padded();
+    let n = g.w.min(wp.saturating_sub(g.pw));
+    let whole = g.c_in / LANES * LANES;
+    let plane = g.h * g.w;
+    let xb = &x[b * g.c_in * plane..(b + 1) * g.c_in * plane];
+    for r in 0..hp {
+        let ih = r as isize - g.ph as isize;
+        if ih < 0 || ih >= g.h as isize {
+            continue;
+        }
+        let row = &mut dst[r * wp * cin_p..(r + 1) * wp * cin_p];
+        for cb in (0..whole).step_by(LANES) {
+            for s in (0..n).step_by(LANES) {
+                let len = LANES.min(n - s);
+                let mask = ((1u32 << len) - 1) as u16;
+                let mut t: [__m512i; 16] = core::array::from_fn(|k| {
+                    let src = &xb[(cb + k) * plane + ih as usize * g.w + s..];
+                    // SAFETY: `len` elements of the row from `s` are inside the plane
+                    _mm512_castps_si512(unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr()) })
+                });
+                unsafe { super::gemm_bf16::x86::transpose16(&mut t) };
+                for (j, v) in t.iter().enumerate().take(len) {
+                    let at = (g.pw + s + j) * cin_p + cb;
+                    // SAFETY: column `pw + s + j < wp` of the row, channels cb..cb+16 <= cin_p
+                    unsafe { _mm512_storeu_ps(row[at..at + LANES].as_mut_ptr(), _mm512_castsi512_ps(*v)) };
+                }
+            }
+        }
+    }
+    pad_channels(x, g, b, whole, cin_p, dst);
 }
 
 /// Buffers of one worker.
@@ -349,7 +400,12 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
         pad_channels_last(x, g, b, cin_p, dst);
     });
     let tiles = g.tiles();
-    let tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * threads())).max(1);
+    let workers = threads();
+    let mut tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * workers)).max(1);
+    if tasks > workers {
+        // whole rounds: 27 tasks on 2 workers leave one idle for a task's time
+        tasks = tasks.div_ceil(workers) * workers;
+    }
     let per_task = tiles.div_ceil(tasks);
     let tasks = tiles.div_ceil(per_task);
     let out_ptr = OutPtr(out.as_mut_ptr());
