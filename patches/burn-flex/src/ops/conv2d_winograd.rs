@@ -148,6 +148,14 @@ fn buffer(len: usize, zeroed: bool) -> Vec<f32> {
     v
 }
 
+/// Elements from one transform point's block of a task buffer to the next (`TILES` rows of
+/// `width`): one cache line more than the rows, so that the 36 vectors a tile reads or writes
+/// (one per point) do not all fall into the same L1 set (a multiple of 4 KiB apart, as
+/// `TILES * width` floats is for every width of 32 channels or more).
+const fn xi_stride(width: usize) -> usize {
+    TILES * width + LANES
+}
+
 fn round_up(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
@@ -417,9 +425,9 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
         unsafe { run_task(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out_ptr.get()) };
     };
     let init = || Scratch {
-        v: buffer(XI * TILES * cin_p, false),
+        v: buffer(XI * xi_stride(cin_p), false),
         // the GEMMs write columns 0..c_out; the output transform reads all cout_p lanes
-        m: buffer(XI * TILES * cout_p, cout_p != g.c_out),
+        m: buffer(XI * xi_stride(cout_p), cout_p != g.c_out),
     };
     for_each_task(tasks, init, task);
 }
@@ -556,7 +564,7 @@ unsafe fn run_task_body<const WIDE: bool>(
                 let r = bt([cols[0][k], cols[1][k], cols[2][k], cols[3][k], cols[4][k], cols[5][k]]);
                 for (l, val) in r.iter().enumerate() {
                     let xi = k * 6 + l;
-                    unsafe { *(v.add((xi * TILES + t) * cin_p + cb) as *mut Vf) = *val };
+                    unsafe { *(v.add(xi * xi_stride(cin_p) + t * cin_p + cb) as *mut Vf) = *val };
                 }
             }
         }
@@ -568,11 +576,11 @@ unsafe fn run_task_body<const WIDE: bool>(
                 nt,
                 g.c_out,
                 g.c_in,
-                m.add(xi * TILES * cout_p),
+                m.add(xi * xi_stride(cout_p)),
                 1,
                 cout_p as isize,
                 false,
-                v.add(xi * TILES * cin_p),
+                v.add(xi * xi_stride(cin_p)),
                 1,
                 cin_p as isize,
                 u.as_ptr().add(xi * g.c_in * cout_p),
@@ -597,7 +605,7 @@ unsafe fn run_task_body<const WIDE: bool>(
         let rows = (g.ho - p0).min(4);
         let cols_n = (g.wo - q0).min(4);
         for ob in (0..cout_p).step_by(LANES) {
-            let load = |xi: usize| -> Vf { unsafe { *(m.add((xi * TILES + t) * cout_p + ob) as *const Vf) } };
+            let load = |xi: usize| -> Vf { unsafe { *(m.add(xi * xi_stride(cout_p) + t * cout_p + ob) as *const Vf) } };
             // A^T applied down each of the 6 columns
             let mut cols = [[[0.0f32; LANES]; 4]; 6];
             for j in 0..6 {
