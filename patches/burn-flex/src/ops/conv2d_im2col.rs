@@ -339,6 +339,14 @@ fn im2col_row<T: Float>(
 ) {
     let src_plane = (b * geo.c_in + g * geo.cg + c) * geo.h * geo.w;
     if geo.all_taps_inside() {
+        if geo.wo == geo.w {
+            // output rows as long as the input's (so a kernel one column wide, j == 0): the
+            // band is one contiguous run of the plane (pointwise convolutions of small maps)
+            let len = (p1 - p0) * geo.wo;
+            let start = src_plane + (p0 + i) * geo.w + j;
+            copy_row(&mut dst[..len], &x[start..start + len]);
+            return;
+        }
         // every tap inside the image: rows of the plane, no bounds to work out
         let src = &x[src_plane + i * geo.w + j..];
         for p in p0..p1 {
