@@ -379,6 +379,20 @@ struct Scratch {
     m: Vec<f32>,
 }
 
+impl Scratch {
+    /// At least `v` and `m` elements (new ones zero: the output transform reads the padding
+    /// lanes of `m` that the products leave alone; any finite or stale value there only
+    /// reaches lanes that are never stored).
+    fn grow(&mut self, v: usize, m: usize) {
+        if self.v.len() < v {
+            self.v.resize(v, 0.0);
+        }
+        if self.m.len() < m {
+            self.m.resize(m, 0.0);
+        }
+    }
+}
+
 /// A buffer shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -418,18 +432,23 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
     let tasks = tiles.div_ceil(per_task);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let (xp, u) = (&xp[..], &u[..]);
-    let task = move |s: &mut Scratch, k: usize| {
+    let task = move |_: &mut (), k: usize| {
         let t0 = k * per_task;
         let t1 = (t0 + per_task).min(tiles);
-        // SAFETY: the output positions of tiles t0..t1 belong to this task only
-        unsafe { run_task(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out_ptr.get()) };
+        SCRATCH.with(|cell| {
+            let s = &mut *cell.borrow_mut();
+            s.grow(XI * xi_stride(cin_p), XI * xi_stride(cout_p));
+            // SAFETY: the output positions of tiles t0..t1 belong to this task only
+            unsafe { run_task(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out_ptr.get()) };
+        });
     };
-    let init = || Scratch {
-        v: buffer(XI * xi_stride(cin_p), false),
-        // the GEMMs write columns 0..c_out; the output transform reads all cout_p lanes
-        m: buffer(XI * xi_stride(cout_p), cout_p != g.c_out),
-    };
-    for_each_task(tasks, init, task);
+    for_each_task(tasks, || (), task);
+}
+
+std::thread_local! {
+    /// The task buffers of this thread, grown to the largest convolution seen and kept (a
+    /// fresh pair per task cost page faults, and run-to-run differences in where they landed).
+    static SCRATCH: core::cell::RefCell<Scratch> = const { core::cell::RefCell::new(Scratch { v: Vec::new(), m: Vec::new() }) };
 }
 
 /// `f(state, k)` for `k` in `0..n`, in parallel with rayon (one `init()` state per worker).
