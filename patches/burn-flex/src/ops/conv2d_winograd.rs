@@ -65,12 +65,7 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
 }
 
 /// The forward convolution of f32 tensors for which [`applies`] holds: `[batch, c_out, ho, wo]`.
-pub(crate) fn conv2d_forward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    bias: Option<FlexTensor>,
-    options: &ConvOptions<2>,
-) -> FlexTensor {
+pub(crate) fn conv2d_forward(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, options: &ConvOptions<2>) -> FlexTensor {
     let x = x.to_contiguous();
     let weight = weight.to_contiguous();
     let xs = x.layout().shape().clone();
@@ -86,11 +81,7 @@ pub(crate) fn conv2d_forward(
     // every output position is written by the task of its tile
     let mut y = buffer(g.batch * g.c_out * g.ho * g.wo, false);
     conv3x3(x.storage(), weight.storage(), b_data, &g, &mut y);
-    FlexTensor::new(
-        Bytes::from_elems(y),
-        Layout::contiguous(Shape::from(vec![g.batch, g.c_out, g.ho, g.wo])),
-        burn_backend::DType::F32,
-    )
+    FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(Shape::from(vec![g.batch, g.c_out, g.ho, g.wo])), burn_backend::DType::F32)
 }
 
 use alloc::vec;
@@ -206,12 +197,7 @@ fn at(m: [Vf; 6]) -> [Vf; 4] {
     let n12 = vsub(m[1], m[2]);
     let p34 = vadd(m[3], m[4]);
     let n34 = vsub(m[3], m[4]);
-    [
-        vadd(vadd(m[0], p12), p34),
-        vfma(n12, 2.0, n34),
-        vfma(p12, 4.0, p34),
-        vadd(vfma(n12, 8.0, n34), m[5]),
-    ]
+    [vadd(vadd(m[0], p12), p34), vfma(n12, 2.0, n34), vfma(p12, 4.0, p34), vadd(vfma(n12, 8.0, n34), m[5])]
 }
 
 /// `U_xi[c][o] = (G g_oc G^T)_xi`, `[36][c_in][c_out_p]`, padding columns zero: the weights
@@ -220,24 +206,32 @@ fn transform_weights(w: &[f32], g: &Geo, cout_p: usize) -> Vec<f32> {
     // padding columns (output channels c_out..cout_p) read by the transform: zero
     let mut wt = buffer(g.c_in * 9 * cout_p, cout_p != g.c_out);
     let wtp = OutPtr(wt.as_mut_ptr());
-    for_each_task(g.c_in, || (), move |_, c| {
-        // SAFETY: rows `c * 9 .. c * 9 + 9` of `wt` belong to this task only
-        let dst = unsafe { core::slice::from_raw_parts_mut(wtp.get().add(c * 9 * cout_p), 9 * cout_p) };
-        for o in 0..g.c_out {
-            let src = &w[(o * g.c_in + c) * 9..(o * g.c_in + c) * 9 + 9];
-            for (ij, v) in src.iter().enumerate() {
-                dst[ij * cout_p + o] = *v;
+    for_each_task(
+        g.c_in,
+        || (),
+        move |_, c| {
+            // SAFETY: rows `c * 9 .. c * 9 + 9` of `wt` belong to this task only
+            let dst = unsafe { core::slice::from_raw_parts_mut(wtp.get().add(c * 9 * cout_p), 9 * cout_p) };
+            for o in 0..g.c_out {
+                let src = &w[(o * g.c_in + c) * 9..(o * g.c_in + c) * 9 + 9];
+                for (ij, v) in src.iter().enumerate() {
+                    dst[ij * cout_p + o] = *v;
+                }
             }
-        }
-    });
+        },
+    );
     let mut u = buffer(XI * g.c_in * cout_p, false);
     let per_xi = g.c_in * cout_p;
     let up = OutPtr(u.as_mut_ptr());
     let wt = &wt[..];
-    for_each_task(g.c_in, || (), move |_, c| {
-        // SAFETY: row `c` of every `U_xi` belongs to this task only
-        unsafe { transform_weights_channel(&wt[c * 9 * cout_p..(c + 1) * 9 * cout_p], cout_p, up.get().add(c * cout_p), per_xi) }
-    });
+    for_each_task(
+        g.c_in,
+        || (),
+        move |_, c| {
+            // SAFETY: row `c` of every `U_xi` belongs to this task only
+            unsafe { transform_weights_channel(&wt[c * 9 * cout_p..(c + 1) * 9 * cout_p], cout_p, up.get().add(c * cout_p), per_xi) }
+        },
+    );
     u
 }
 
@@ -275,14 +269,7 @@ fn gk(k: [Vf; 3]) -> [Vf; 6] {
     let a = vscale(-1.0 / 6.0, vadd(s02, k[1]));
     let b = vscale(-1.0 / 6.0, vsub(s02, k[1]));
     let q = vfma(vscale(1.0 / 24.0, k[0]), 1.0 / 6.0, k[2]);
-    [
-        vscale(0.25, k[0]),
-        a,
-        b,
-        vfma(q, 1.0 / 12.0, k[1]),
-        vfma(q, -1.0 / 12.0, k[1]),
-        k[2],
-    ]
+    [vscale(0.25, k[0]), a, b, vfma(q, 1.0 / 12.0, k[1]), vfma(q, -1.0 / 12.0, k[1]), k[2]]
 }
 
 #[inline(always)]
@@ -373,6 +360,20 @@ unsafe fn pad_channels_last_avx512(x: &[f32], g: &Geo, b: usize, cin_p: usize, d
     pad_channels(x, g, b, whole, cin_p, dst);
 }
 
+/// What every task of one convolution reads, and the output it writes to.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    /// The padded channels-last input.
+    xp: &'a [f32],
+    /// The transformed weights.
+    u: &'a [f32],
+    bias: Option<&'a [f32]>,
+    g: &'a Geo,
+    cin_p: usize,
+    cout_p: usize,
+    out: OutPtr,
+}
+
 /// Buffers of one worker.
 struct Scratch {
     v: Vec<f32>,
@@ -416,11 +417,15 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
     let img = hp * wp * cin_p;
     let mut xp = buffer(g.batch * img, false);
     let xpp = OutPtr(xp.as_mut_ptr());
-    for_each_task(g.batch, || (), move |_, b| {
-        // SAFETY: image `b` of `xp` belongs to this task only
-        let dst = unsafe { core::slice::from_raw_parts_mut(xpp.get().add(b * img), img) };
-        pad_channels_last(x, g, b, cin_p, dst);
-    });
+    for_each_task(
+        g.batch,
+        || (),
+        move |_, b| {
+            // SAFETY: image `b` of `xp` belongs to this task only
+            let dst = unsafe { core::slice::from_raw_parts_mut(xpp.get().add(b * img), img) };
+            pad_channels_last(x, g, b, cin_p, dst);
+        },
+    );
     let tiles = g.tiles();
     let workers = threads();
     let mut tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * workers)).max(1);
@@ -430,8 +435,7 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
     }
     let per_task = tiles.div_ceil(tasks);
     let tasks = tiles.div_ceil(per_task);
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    let (xp, u) = (&xp[..], &u[..]);
+    let job = Job { xp: &xp, u: &u, bias, g, cin_p, cout_p, out: OutPtr(out.as_mut_ptr()) };
     let task = move |_: &mut (), k: usize| {
         let t0 = k * per_task;
         let t1 = (t0 + per_task).min(tiles);
@@ -439,7 +443,7 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
             let s = &mut *cell.borrow_mut();
             s.grow(XI * xi_stride(cin_p), XI * xi_stride(cout_p));
             // SAFETY: the output positions of tiles t0..t1 belong to this task only
-            unsafe { run_task(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out_ptr.get()) };
+            unsafe { run_task(&job, t0, t1, s) };
         });
     };
     for_each_task(tasks, || (), task);
@@ -480,83 +484,38 @@ fn threads() -> usize {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_task(
-    xp: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geo,
-    cin_p: usize,
-    cout_p: usize,
-    t0: usize,
-    t1: usize,
-    s: &mut Scratch,
-    out: *mut f32,
-) {
+/// One task (tiles `t0..t1`), with the widest vectors this CPU has.
+unsafe fn run_task(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return unsafe { run_task_avx512(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) };
+            return unsafe { run_task_avx512(job, t0, t1, s) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return unsafe { run_task_avx2(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) };
+            return unsafe { run_task_avx2(job, t0, t1, s) };
         }
     }
-    unsafe { run_task_body::<false>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+    unsafe { run_task_body::<false>(job, t0, t1, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_task_avx512(
-    xp: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geo,
-    cin_p: usize,
-    cout_p: usize,
-    t0: usize,
-    t1: usize,
-    s: &mut Scratch,
-    out: *mut f32,
-) {
-    unsafe { run_task_body::<true>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+unsafe fn run_task_avx512(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
+    unsafe { run_task_body::<true>(job, t0, t1, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_task_avx2(
-    xp: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geo,
-    cin_p: usize,
-    cout_p: usize,
-    t0: usize,
-    t1: usize,
-    s: &mut Scratch,
-    out: *mut f32,
-) {
-    unsafe { run_task_body::<false>(xp, u, bias, g, cin_p, cout_p, t0, t1, s, out) }
+unsafe fn run_task_avx2(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
+    unsafe { run_task_body::<false>(job, t0, t1, s) }
 }
 
 /// One task (tiles `t0..t1`); `WIDE`: compiled for AVX-512 (the output tiles are transposed in
 /// registers).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_task_body<const WIDE: bool>(
-    xp: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    g: &Geo,
-    cin_p: usize,
-    cout_p: usize,
-    t0: usize,
-    t1: usize,
-    s: &mut Scratch,
-    out: *mut f32,
-) {
+unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
+    let Job { xp, u, bias, g, cin_p, cout_p, out } = *job;
+    let out = out.get();
     let (th, tw) = (g.tiles_h(), g.tiles_w());
     let (hp, wp) = g.padded();
     let nt = t1 - t0;
@@ -570,9 +529,7 @@ unsafe fn run_task_body<const WIDE: bool>(
         let (ty, tx) = (rest / tw, rest % tw);
         let base = b * hp * wp * cin_p + (4 * ty * wp + 4 * tx) * cin_p;
         for cb in (0..cin_p).step_by(LANES) {
-            let load = |i: usize, j: usize| -> Vf {
-                unsafe { *(xpp.add(base + (i * wp + j) * cin_p + cb) as *const Vf) }
-            };
+            let load = |i: usize, j: usize| -> Vf { unsafe { *(xpp.add(base + (i * wp + j) * cin_p + cb) as *const Vf) } };
             // columns: B^T d_j for each column j
             let mut cols = [[[0.0f32; LANES]; 6]; 6];
             for j in 0..6 {
