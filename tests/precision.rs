@@ -154,3 +154,40 @@ fn f32_inference_runs_winograd_unless_turned_off() {
     let bf16 = bench_winograd(None, "bf16");
     assert_ne!(bf16, Some(true));
 }
+
+/// f32 training runs the 3x3 stride-1 convolutions and their input gradients as Winograd
+/// too: the run says so, its losses follow the im2col kernel's up to rounding (not bit for
+/// bit), the same bits on a second run (so `--resume` stays exact), and `FACENET_WINOGRAD=0`
+/// gives the im2col kernel's run.
+#[test]
+fn f32_training_runs_winograd_unless_turned_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth_tiny(&data);
+    let train = |name: &str, winograd: Option<&str>| {
+        let (logs, models) = (tmp.path().join(format!("logs-{name}")), tmp.path().join(format!("models-{name}")));
+        let mut cmd = facenet();
+        match winograd {
+            Some(v) => cmd.env("FACENET_WINOGRAD", v),
+            None => cmd.env_remove("FACENET_WINOGRAD"),
+        };
+        let (out, _) = run_ok(cmd.args(train_args(&data, &logs, &models, "f32")));
+        (out, losses(&only_subdir(&logs)))
+    };
+    let (out, wino) = train("winograd", None);
+    assert!(out.contains("f32 matrix products, Winograd 3x3 convolutions"), "{out}");
+    let (out, im2col) = train("im2col", Some("0"));
+    assert!(out.contains("f32 matrix products") && !out.contains("Winograd"), "{out}");
+    let (_, again) = train("winograd-again", None);
+    eprintln!("losses Winograd {wino:?}\n       im2col   {im2col:?}");
+    assert_eq!(wino, again, "two Winograd runs differ");
+    assert_eq!(wino.len(), im2col.len());
+    assert_ne!(wino, im2col, "the Winograd kernel did not run");
+    assert!(wino.iter().all(|x| x.is_finite()), "{wino:?}");
+    // the first loss differs by the forward's rounding, the second by the first update's
+    // (gradients agree to ~1e-5 relative); later steps drift apart as any rounding change
+    // makes tiny-batch training drift (batch norm over 8 images, dropout)
+    let rel = |x: f64, y: f64| (x - y).abs() / y.abs();
+    assert!(rel(wino[0], im2col[0]) < 1e-4, "first loss Winograd {} vs im2col {}", wino[0], im2col[0]);
+    assert!(rel(wino[1], im2col[1]) < 1e-4, "second loss Winograd {} vs im2col {}", wino[1], im2col[1]);
+}

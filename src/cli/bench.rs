@@ -21,7 +21,7 @@ use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::devices::DeviceList;
 use crate::util::median;
-use crate::util::precision::{current_precision, set_inference_precision, set_precision, winograd_on, PrecisionArg};
+use crate::util::precision::{current_precision, set_precision, winograd_on, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -208,7 +208,7 @@ pub fn bench_images(n: usize, size: u32) -> Vec<RgbImage> {
 
 fn embed(b: EmbedBench) -> Result<()> {
     let chosen = b.device.open()?;
-    set_inference_precision(b.precision.precision, &chosen)?;
+    set_precision(b.precision.precision, &chosen)?;
     let device = chosen.device.clone();
     let opts = ModelOptions { embedding_size: b.embedding_size, keep_probability: 1.0, num_classes: 0 };
     check_input(&b.model_def, &opts, b.image_size as usize)?;

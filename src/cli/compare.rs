@@ -15,7 +15,7 @@ use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
 use crate::util::device::DeviceArg;
-use crate::util::precision::{set_inference_precision, PrecisionArg};
+use crate::util::precision::{set_precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -66,7 +66,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         bail!("give at least one image to compare");
     }
     let chosen = a.device.open()?;
-    set_inference_precision(a.precision.precision, &chosen)?;
+    set_precision(a.precision.precision, &chosen)?;
     let device = chosen.device;
     let (model, meta) =
         load_inference_model(&model_path, &device).with_context(|| format!("cannot load model {}", model_path.display()))?;

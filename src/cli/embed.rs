@@ -18,7 +18,7 @@ use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::load::load_inference_model;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceArg;
-use crate::util::precision::{set_inference_precision, PrecisionArg};
+use crate::util::precision::{set_precision, PrecisionArg};
 use crate::util::progress;
 
 #[derive(Args, Debug)]
@@ -101,7 +101,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 pub fn run(a: EmbedArgs) -> Result<()> {
     let chosen = a.device.open()?;
-    set_inference_precision(a.precision.precision, &chosen)?;
+    set_precision(a.precision.precision, &chosen)?;
     let device = chosen.device;
     let paths = collect_images(&a.inputs)?;
     if paths.is_empty() {

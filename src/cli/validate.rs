@@ -14,7 +14,7 @@ use crate::eval::verify::{verify_model, VerifyOptions};
 use crate::report::verification::write_verification_report;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceArg;
-use crate::util::precision::{describe_products, set_inference_precision, PrecisionArg};
+use crate::util::precision::{describe_products, set_precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -124,7 +124,7 @@ fn evaluate_model(dir: &Path, model_path: &Path, a: &ValidateArgs, opts: &EvalOp
         show_progress: true,
     };
     let device = a.device.open()?;
-    set_inference_precision(a.precision.precision, &device)?;
+    set_precision(a.precision.precision, &device)?;
     eprintln!("Device: {}, {}", device.description, describe_products());
     let v = verify_model(dir, &a.lfw_pairs, model_path, &vo, opts, &device.device)?;
     if v.dropped_pairs > 0 {

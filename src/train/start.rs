@@ -32,6 +32,7 @@ use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Conf
 use crate::model::load::{load_pretrained, load_weights, read_model_file, ModelMeta, MODEL_FILE};
 use crate::model::registry::{canonical_name, config_from_def, ModelOptions};
 use crate::util::atomic::write_atomic;
+use crate::util::precision::describe_products;
 
 /// Phase 1: the options of this run (those saved in the `--resume` folder, overridden by the
 /// flags given now), checked; and the folder to resume from, if any.
@@ -272,7 +273,7 @@ impl RunLogs {
 /// Phase 5: the run's folders, data and recipe, before the first step.
 pub fn print_header(console: Console, opts: &TrainOptions, data: &TrainData, state: &RunState, device: &str) {
     let say = |line: std::fmt::Arguments| console.say(line);
-    say(format_args!("Device: {device}, {} matrix products", opts.precision));
+    say(format_args!("Device: {device}, {}", describe_products()));
     if let Some(list) = &opts.devices {
         let (n, r) = (opts.batch_size, list.replicas());
         say(format_args!("Devices: {list} ({r} replicas, {} to {} of the {n} images of a batch each)", n / r, n.div_ceil(r)));

@@ -90,28 +90,26 @@ pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), Precis
 }
 
 /// Makes every later matrix product of this process compute in `p` on `chosen` (the
-/// command's one device), or says why it cannot (and changes nothing).
+/// command's one device), or says why it cannot (and changes nothing). The commands that run
+/// Inception-ResNet (`train`, `embed`, `validate`, `compare`, `bench train|embed`) call it;
+/// MTCNN (`align`, `detect`) does not: its small convolutions are faster without Winograd.
+///
+/// With f32 on the CPU backend it also turns on the Winograd F(4x4, 3x3) kernel for the 3x3
+/// stride-1 convolutions and their input gradients (2.5-4x faster per layer; equal up to
+/// rounding, order 1e-6 relative, not bit for bit; same bits run to run), unless
+/// `$FACENET_WINOGRAD` is `0`, `off`, `false` or `no`. Weight gradients stay im2col + GEMM.
 pub fn set_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
     check_precision(p, chosen)?;
     #[cfg(feature = "flex")]
-    burn_flex::set_gemm_precision(match p {
-        Precision::F32 => burn_flex::GemmPrecision::F32,
-        Precision::Bf16 => burn_flex::GemmPrecision::Bf16,
-    });
-    Ok(())
-}
-
-/// The inference commands' [`set_precision`] (`embed`, `validate`, `compare`, `bench embed`):
-/// with f32 on the CPU backend it also turns on the Winograd F(4x4, 3x3) kernel for the 3x3
-/// stride-1 convolutions (2-3x faster per layer; equal up to rounding, order 1e-6 relative,
-/// not bit for bit), unless `$FACENET_WINOGRAD` is `0`. Training keeps the im2col kernel (its
-/// gradients are the exact convolution's), so `train` calls [`set_precision`].
-pub fn set_inference_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
-    set_precision(p, chosen)?;
-    #[cfg(feature = "flex")]
-    burn_flex::set_conv_winograd(
-        p == Precision::F32 && chosen.is_cpu() && winograd_allowed(std::env::var("FACENET_WINOGRAD").ok().as_deref()),
-    );
+    {
+        burn_flex::set_gemm_precision(match p {
+            Precision::F32 => burn_flex::GemmPrecision::F32,
+            Precision::Bf16 => burn_flex::GemmPrecision::Bf16,
+        });
+        burn_flex::set_conv_winograd(
+            p == Precision::F32 && chosen.is_cpu() && winograd_allowed(std::env::var("FACENET_WINOGRAD").ok().as_deref()),
+        );
+    }
     Ok(())
 }
 
@@ -121,8 +119,8 @@ fn winograd_allowed(value: Option<&str>) -> bool {
     !matches!(value.map(|v| v.trim().to_ascii_lowercase()).as_deref(), Some("0" | "off" | "false" | "no"))
 }
 
-/// Whether the 3x3 stride-1 convolutions run as Winograd now (what
-/// [`set_inference_precision`] set last).
+/// Whether the 3x3 stride-1 convolutions run as Winograd now (what [`set_precision`] set
+/// last).
 pub fn winograd_on() -> bool {
     #[cfg(feature = "flex")]
     if burn_flex::conv_winograd() {

@@ -3,7 +3,9 @@
 //! channel counts that are not whole vectors, symmetric, asymmetric ('SAME') and no padding,
 //! with and without bias, each differing from the im2col kernel's result (so it ran); the
 //! convolutions it must leave to the other kernels (stride 2, 1x1, groups, bf16 products, maps
-//! under 3x3 outputs); the same bits on every run and for any thread count.
+//! under 3x3 outputs); the same bits on every run and for any thread count. The input and
+//! weight gradients of the same convolutions likewise (the weight gradient's sums over tiles
+//! the same bits on every run; paddings over 2 leave the input gradient to im2col).
 //!
 //! A file of its own: the switch is process-wide, and these tests turn it on.
 
@@ -122,6 +124,107 @@ fn winograd_matches_the_definition() {
         let (one, _) = pool.install(|| run(&case, 1, 1, 3));
         assert_eq!(y, one, "{what}: one thread and many differ");
     }
+}
+
+/// The input and weight gradients of `sum(conv2d(x, w) * r)` through burn's autodiff, and
+/// their f64 definitions `dx[b, c, y, x] = sum_{o,i,j} r[b, o, y + p0 - i, x + p1 - j] *
+/// w[o, c, i, j]` and `dw[o, c, i, j] = sum_{b,p,q} r[b, o, p, q] * x[b, c, p + i - p0, q + j - p1]`.
+struct Grads {
+    dx: Vec<f32>,
+    dw: Vec<f32>,
+    want_dx: Vec<f64>,
+    want_dw: Vec<f64>,
+}
+
+fn run_backward(case: &Case) -> Grads {
+    let d = Device::flex().autodiff();
+    let ho = case.h + case.pad[0].0 + case.pad[0].1 - 2;
+    let wo = case.w + case.pad[1].0 + case.pad[1].1 - 2;
+    let x = values(case.batch * case.c_in * case.h * case.w, 1);
+    let w = values(case.c_out * case.c_in * 9, 2);
+    let r = values(case.batch * case.c_out * ho * wo, 4);
+    let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [case.batch, case.c_in, case.h, case.w]), &d).require_grad();
+    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, case.c_in, 3, 3]), &d).require_grad();
+    let rt = Tensor::<4>::from_data(TensorData::new(r.clone(), [case.batch, case.c_out, ho, wo]), &d);
+    let options = ConvOptions::new_with_padding([1, 1], case.pad, [1, 1], 1);
+    let grads = (conv2d(xt.clone(), wt.clone(), None, options) * rt).sum().backward();
+    let dx: Vec<f32> = xt.grad(&grads).unwrap().to_data().try_into_vec_as().unwrap();
+    let dw: Vec<f32> = wt.grad(&grads).unwrap().to_data().try_into_vec_as().unwrap();
+    let mut want_dx = vec![0f64; case.batch * case.c_in * case.h * case.w];
+    let mut want_dw = vec![0f64; case.c_out * case.c_in * 9];
+    for b in 0..case.batch {
+        for o in 0..case.c_out {
+            for p in 0..ho {
+                for q in 0..wo {
+                    let g = r[((b * case.c_out + o) * ho + p) * wo + q] as f64;
+                    for c in 0..case.c_in {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let ih = (p + i) as isize - case.pad[0].0 as isize;
+                                let iw = (q + j) as isize - case.pad[1].0 as isize;
+                                if ih < 0 || iw < 0 || ih >= case.h as isize || iw >= case.w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * case.c_in + c) * case.h + ih as usize) * case.w + iw as usize;
+                                let wi = ((o * case.c_in + c) * 3 + i) * 3 + j;
+                                want_dx[xi] += g * w[wi] as f64;
+                                want_dw[wi] += g * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(dx.len(), want_dx.len());
+    assert_eq!(dw.len(), want_dw.len());
+    Grads { dx, dw, want_dx, want_dw }
+}
+
+#[test]
+fn winograd_gradients_match_the_definition() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gemm_precision(GemmPrecision::F32);
+    for case in cases() {
+        let what = format!("{}x{}x{}x{} -> {}, pad {:?}", case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
+        set_conv_winograd(false);
+        let direct = run_backward(&case);
+        set_conv_winograd(true);
+        let got = run_backward(&case);
+        for (name, y, im2col, want) in [("dx", &got.dx, &direct.dx, &direct.want_dx), ("dw", &got.dw, &direct.dw, &direct.want_dw)] {
+            assert_ne!(y, im2col, "{name} of {what}: the Winograd kernel did not run");
+            assert!(relative_error(im2col, want) < 1e-6, "{name} of {what}: im2col");
+            let err = relative_error(y, want);
+            assert!(err < 5e-5, "{name} of {what}: relative error {err:e}");
+        }
+        let again = run_backward(&case);
+        assert_eq!((&got.dx, &got.dw), (&again.dx, &again.dw), "{what}: two runs differ");
+        // the input gradient is computed per tile: the same bits on one thread too
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = pool.install(|| run_backward(&case));
+        assert_eq!(got.dx, one.dx, "{what}: one thread and many differ");
+    }
+    // padding 3: the input gradient would need negative padding, so im2col computes it (exact)
+    set_conv_winograd(true);
+    let wide = Case { batch: 2, c_in: 16, c_out: 16, h: 6, w: 6, pad: [(3, 3), (1, 1)], bias: false };
+    let got = run_backward(&wide);
+    let err = relative_error(&got.dx, &got.want_dx);
+    assert!(err < 1e-6, "padding 3: relative error {err:e}");
+}
+
+/// The weight gradient sums over every tile of the batch: many chunks of tiles in several
+/// groups (the network's 2a layer in small: 32 channels, 'valid', 23x23 maps, 12 images).
+#[test]
+fn winograd_weight_gradient_over_many_chunks() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gemm_precision(GemmPrecision::F32);
+    set_conv_winograd(true);
+    let case = Case { batch: 12, c_in: 32, c_out: 32, h: 23, w: 23, pad: [(0, 0), (0, 0)], bias: false };
+    let got = run_backward(&case);
+    let err = relative_error(&got.dw, &got.want_dw);
+    assert!(err < 5e-5, "relative error {err:e}");
+    let again = run_backward(&case);
+    assert_eq!(got.dw, again.dw, "two runs differ");
 }
 
 #[test]

@@ -84,6 +84,66 @@ pub(crate) fn conv2d_forward(x: FlexTensor, weight: FlexTensor, bias: Option<Fle
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(Shape::from(vec![g.batch, g.c_out, g.ho, g.wo])), burn_backend::DType::F32)
 }
 
+/// Whether the input gradient of this convolution runs here: Winograd on, f32 products, a
+/// 3x3 kernel, stride and dilation 1, one group, at most 2 padding on each side (the gradient
+/// is then a 3x3 stride-1 convolution of the output gradient, padded `2 - p`), an input of at
+/// least 3x3 positions.
+pub(crate) fn applies_x_backward(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
+    if !conv_winograd() || super::gemm_bf16::gemm_precision() != super::gemm_bf16::GemmPrecision::F32 {
+        return false;
+    }
+    x_shape.len() == 4
+        && w_shape.len() == 4
+        && options.groups == 1
+        && w_shape[2] == 3
+        && w_shape[3] == 3
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && w_shape[1] == x_shape[1]
+        && options.padding.iter().all(|&(begin, end)| begin <= 2 && end <= 2)
+        && x_shape[2] >= 3
+        && x_shape[3] >= 3
+}
+
+/// The input gradient `[batch, c_in, h, w]` of a convolution for which [`applies_x_backward`]
+/// holds: `dx[b, c, i, j] = sum_{o,k,l} g[b, o, i + ph - k, j + pw - l] * w[o, c, k, l]`, the
+/// 3x3 stride-1 convolution of the output gradient (`c_out` channels in, `c_in` out) with the
+/// kernel turned half a turn and its channel axes swapped, padded `2 - begin` before and
+/// `2 - end` after on each axis.
+pub(crate) fn conv2d_x_backward(x_shape: &[usize], weight: FlexTensor, output_grad: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+    let weight = weight.to_contiguous();
+    let grad = output_grad.to_contiguous();
+    let gs = grad.layout().shape().clone();
+    let (c_out, c_in) = (weight.layout().shape()[0], weight.layout().shape()[1]);
+    let w: &[f32] = weight.storage();
+    // turned[c][o][8 - k] = w[o][c][k]: the 3x3 taps in reverse order
+    let mut turned = buffer(c_in * c_out * 9, false);
+    for o in 0..c_out {
+        for c in 0..c_in {
+            let src = &w[(o * c_in + c) * 9..][..9];
+            let dst = &mut turned[(c * c_out + o) * 9..][..9];
+            for (k, v) in src.iter().enumerate() {
+                dst[8 - k] = *v;
+            }
+        }
+    }
+    let (h, wd) = (x_shape[2], x_shape[3]);
+    let g = Geo {
+        batch: gs[0],
+        c_in: c_out,
+        h: gs[2],
+        w: gs[3],
+        c_out: c_in,
+        ph: 2 - options.padding[0].0,
+        pw: 2 - options.padding[1].0,
+        ho: h,
+        wo: wd,
+    };
+    let mut dx = buffer(g.batch * c_in * h * wd, false);
+    conv3x3(grad.storage(), &turned, None, &g, &mut dx);
+    FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(Shape::from(vec![g.batch, c_in, h, wd])), burn_backend::DType::F32)
+}
+
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -412,29 +472,10 @@ impl OutPtr {
 pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: &mut [f32]) {
     let cin_p = round_up(g.c_in);
     let cout_p = round_up(g.c_out);
-    let (hp, wp) = g.padded();
     let u = transform_weights(w, g, cout_p);
-    let img = hp * wp * cin_p;
-    let mut xp = buffer(g.batch * img, false);
-    let xpp = OutPtr(xp.as_mut_ptr());
-    for_each_task(
-        g.batch,
-        || (),
-        move |_, b| {
-            // SAFETY: image `b` of `xp` belongs to this task only
-            let dst = unsafe { core::slice::from_raw_parts_mut(xpp.get().add(b * img), img) };
-            pad_channels_last(x, g, b, cin_p, dst);
-        },
-    );
+    let xp = padded_input(x, g, cin_p);
     let tiles = g.tiles();
-    let workers = threads();
-    let mut tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * workers)).max(1);
-    if tasks > workers {
-        // whole rounds: 27 tasks on 2 workers leave one idle for a task's time
-        tasks = tasks.div_ceil(workers) * workers;
-    }
-    let per_task = tiles.div_ceil(tasks);
-    let tasks = tiles.div_ceil(per_task);
+    let (per_task, tasks) = split_tiles(tiles);
     let job = Job { xp: &xp, u: &u, bias, g, cin_p, cout_p, out: OutPtr(out.as_mut_ptr()) };
     let task = move |_: &mut (), k: usize| {
         let t0 = k * per_task;
@@ -447,6 +488,38 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
         });
     };
     for_each_task(tasks, || (), task);
+}
+
+/// The input as zero-padded channels-last images `[batch][hp][wp][cin_p]`, an image per task.
+fn padded_input(x: &[f32], g: &Geo, cin_p: usize) -> Vec<f32> {
+    let (hp, wp) = g.padded();
+    let img = hp * wp * cin_p;
+    let mut xp = buffer(g.batch * img, false);
+    let xpp = OutPtr(xp.as_mut_ptr());
+    for_each_task(
+        g.batch,
+        || (),
+        move |_, b| {
+            // SAFETY: image `b` of `xp` belongs to this task only
+            let dst = unsafe { core::slice::from_raw_parts_mut(xpp.get().add(b * img), img) };
+            pad_channels_last(x, g, b, cin_p, dst);
+        },
+    );
+    xp
+}
+
+/// Tasks for `tiles` tiles on this pool: at most `TILES` tiles each, at least `MIN_TILES`
+/// where more tasks balance the workers better, in whole rounds of the workers; returns
+/// (tiles per task, tasks).
+fn split_tiles(tiles: usize) -> (usize, usize) {
+    let workers = threads();
+    let mut tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * workers)).max(1);
+    if tasks > workers {
+        // whole rounds: 27 tasks on 2 workers leave one idle for a task's time
+        tasks = tasks.div_ceil(workers) * workers;
+    }
+    let per_task = tiles.div_ceil(tasks);
+    (per_task, tiles.div_ceil(per_task))
 }
 
 std::thread_local! {
@@ -510,19 +583,13 @@ unsafe fn run_task_avx2(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
     unsafe { run_task_body::<false>(job, t0, t1, s) }
 }
 
-/// One task (tiles `t0..t1`); `WIDE`: compiled for AVX-512 (the output tiles are transposed in
-/// registers).
+/// `V[xi][t][c] = (B^T d_{t,c} B)_xi` for tiles `t0..t0 + nt` of the padded channels-last
+/// input `xp`, into `v` (blocks `xi_stride(cin_p)` apart, rows `cin_p` long).
 #[inline(always)]
-unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
-    let Job { xp, u, bias, g, cin_p, cout_p, out } = *job;
-    let out = out.get();
+unsafe fn input_transform(xp: &[f32], g: &Geo, cin_p: usize, t0: usize, nt: usize, v: *mut f32) {
     let (th, tw) = (g.tiles_h(), g.tiles_w());
     let (hp, wp) = g.padded();
-    let nt = t1 - t0;
-    let v = s.v.as_mut_ptr();
-    let m = s.m.as_mut_ptr();
     let xpp = xp.as_ptr();
-    // input transform: V[xi][t][c]
     for t in 0..nt {
         let tile = t0 + t;
         let (b, rest) = (tile / (th * tw), tile % (th * tw));
@@ -545,6 +612,20 @@ unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &m
             }
         }
     }
+}
+
+/// One task (tiles `t0..t1`); `WIDE`: compiled for AVX-512 (the output tiles are transposed in
+/// registers).
+#[inline(always)]
+unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
+    let Job { xp, u, bias, g, cin_p, cout_p, out } = *job;
+    let out = out.get();
+    let (th, tw) = (g.tiles_h(), g.tiles_w());
+    let nt = t1 - t0;
+    let v = s.v.as_mut_ptr();
+    let m = s.m.as_mut_ptr();
+    // input transform: V[xi][t][c]
+    unsafe { input_transform(xp, g, cin_p, t0, nt, v) };
     // 36 products M_xi = V_xi * U_xi
     for xi in 0..XI {
         unsafe {
@@ -670,4 +751,259 @@ unsafe fn store_tile_avx512(y: &[Vf; 16], s: &TileStore, dst: *mut f32) {
             }
         }
     }
+}
+
+// ---- weight gradient -------------------------------------------------------------------
+//
+// The forward of one tile is `Y = A^T [sum_c U_c . V_c] A` with `U_c = G g_c G^T`, so the
+// gradient of a loss with respect to the kernel `g_c` is `G^T [sum_tiles (A dY A^T) . V_c] G`:
+// the output gradient's tiles transformed by `A` (4x4 -> 6x6), the input's by `B^T . B` as in
+// the forward, and for each of the 36 transform points one product
+// `dU_xi [c_out x c_in] = Z_xi^T [c_out x tiles] * V_xi [tiles x c_in]` summed over all tiles
+// (4x fewer multiply-adds than the im2col product `dY * im2col(x)^T`), then `G^T . G` (6x6 ->
+// 3x3) per kernel.
+
+/// The weight gradient `[c_out, c_in, 3, 3]` of a convolution for which [`applies`] holds:
+/// `dw[o, c, i, j] = sum_{b,p,q} g[b, o, p, q] * x[b, c, p + i - ph, q + j - pw]`.
+pub(crate) fn conv2d_weight_backward(x: FlexTensor, w_shape: &[usize], output_grad: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+    let x = x.to_contiguous();
+    let grad = output_grad.to_contiguous();
+    let xs = x.layout().shape().clone();
+    let gs = grad.layout().shape().clone();
+    let [ph, pw] = options.padding_begin();
+    let g = Geo { batch: xs[0], c_in: xs[1], h: xs[2], w: xs[3], c_out: w_shape[0], ph, pw, ho: gs[2], wo: gs[3] };
+    let dw = weight_grad3x3(x.storage(), grad.storage(), &g);
+    FlexTensor::new(Bytes::from_elems(dw), Layout::contiguous(Shape::from(vec![g.c_out, g.c_in, 3, 3])), burn_backend::DType::F32)
+}
+
+/// `dw[o, c, i, j] = sum_{b,p,q} dy[b, o, p, q] * x[b, c, p + i - ph, q + j - pw]` with `dy`
+/// `[batch, c_out, ho, wo]`. Chunks of `TILES` consecutive tiles; each of up to two groups of
+/// consecutive chunks per worker sums its chunks' products in its own `dU`, and the groups'
+/// sums are added in order: the same bits on every run with the same number of workers.
+pub(crate) fn weight_grad3x3(x: &[f32], dy: &[f32], g: &Geo) -> Vec<f32> {
+    let cin_p = round_up(g.c_in);
+    let cout_p = round_up(g.c_out);
+    let xp = padded_input(x, g, cin_p);
+    let tiles = g.tiles();
+    let chunks = tiles.div_ceil(TILES);
+    let groups = chunks.min(2 * threads()).max(1);
+    let per_group = XI * g.c_out * g.c_in;
+    // every group has a chunk, whose product writes its whole `dU` first
+    let mut partials = buffer(groups * per_group, false);
+    let pp = OutPtr(partials.as_mut_ptr());
+    let job = GradJob { xp: &xp, dy, g, cin_p, cout_p };
+    for_each_task(
+        groups,
+        || (),
+        move |_, gi| {
+            let (c0, c1) = (gi * chunks / groups, (gi + 1) * chunks / groups);
+            SCRATCH.with(|cell| {
+                let s = &mut *cell.borrow_mut();
+                s.grow(XI * xi_stride(cin_p), XI * xi_stride(cout_p));
+                for c in c0..c1 {
+                    let (t0, t1) = (c * TILES, ((c + 1) * TILES).min(tiles));
+                    // SAFETY: group `gi`'s `dU` belongs to this task only
+                    unsafe { grad_chunk(&job, t0, t1, c > c0, s, pp.get().add(gi * per_group)) };
+                }
+            });
+        },
+    );
+    let mut dw = buffer(g.c_out * g.c_in * 9, false);
+    let dwp = OutPtr(dw.as_mut_ptr());
+    let partials = &partials[..];
+    for_each_task(
+        g.c_out,
+        || (),
+        move |_, o| {
+            // SAFETY: the kernels of output channel `o` belong to this task only
+            let dst = unsafe { core::slice::from_raw_parts_mut(dwp.get().add(o * g.c_in * 9), g.c_in * 9) };
+            for c in 0..g.c_in {
+                let du: [f32; XI] = core::array::from_fn(|xi| {
+                    let at = (xi * g.c_out + o) * g.c_in + c;
+                    (1..groups).fold(partials[at], |sum, gi| sum + partials[gi * per_group + at])
+                });
+                // G^T dU G: along each row, then down each column
+                let rows: [[f32; 3]; 6] = core::array::from_fn(|k| gt(du[k * 6..k * 6 + 6].try_into().unwrap()));
+                for j in 0..3 {
+                    let col = gt(core::array::from_fn(|k| rows[k][j]));
+                    for i in 0..3 {
+                        dst[c * 9 + i * 3 + j] = col[i];
+                    }
+                }
+            }
+        },
+    );
+    dw
+}
+
+/// `G^T m` for one column of 6 values.
+#[inline(always)]
+fn gt(m: [f32; 6]) -> [f32; 3] {
+    let p12 = m[1] + m[2];
+    let p34 = m[3] + m[4];
+    [0.25 * m[0] - p12 / 6.0 + p34 / 24.0, (m[2] - m[1]) / 6.0 + (m[3] - m[4]) / 12.0, (p34 - p12) / 6.0 + m[5]]
+}
+
+/// `A y` for one column of 4 values.
+#[inline(always)]
+fn a6(y: [Vf; 4]) -> [Vf; 6] {
+    let s02 = vadd(y[0], y[2]);
+    let s13 = vadd(y[1], y[3]);
+    let t02 = vfma(y[0], 4.0, y[2]);
+    let t13 = vfma(vscale(2.0, y[1]), 8.0, y[3]);
+    [y[0], vadd(s02, s13), vsub(s02, s13), vadd(t02, t13), vsub(t02, t13), y[3]]
+}
+
+/// What every chunk of one weight gradient reads.
+#[derive(Clone, Copy)]
+struct GradJob<'a> {
+    /// The padded channels-last input.
+    xp: &'a [f32],
+    /// The output gradient, `[batch, c_out, ho, wo]`.
+    dy: &'a [f32],
+    g: &'a Geo,
+    cin_p: usize,
+    cout_p: usize,
+}
+
+/// One chunk (tiles `t0..t1`) into `du` (`[36][c_out][c_in]`; added to it when
+/// `accumulate`), with the widest vectors this CPU has.
+unsafe fn grad_chunk(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return unsafe { grad_chunk_avx512(job, t0, t1, accumulate, s, du) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return unsafe { grad_chunk_avx2(job, t0, t1, accumulate, s, du) };
+        }
+    }
+    unsafe { grad_chunk_body::<false>(job, t0, t1, accumulate, s, du) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_chunk_avx512(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
+    unsafe { grad_chunk_body::<true>(job, t0, t1, accumulate, s, du) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_chunk_avx2(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
+    unsafe { grad_chunk_body::<false>(job, t0, t1, accumulate, s, du) }
+}
+
+#[inline(always)]
+unsafe fn grad_chunk_body<const WIDE: bool>(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
+    let GradJob { xp, dy, g, cin_p, cout_p } = *job;
+    let (th, tw) = (g.tiles_h(), g.tiles_w());
+    let nt = t1 - t0;
+    let v = s.v.as_mut_ptr();
+    let z = s.m.as_mut_ptr();
+    unsafe { input_transform(xp, g, cin_p, t0, nt, v) };
+    // output-gradient transform: Z[xi][t][o] = (A dY A^T)_xi, positions past the map zero
+    let plane = g.ho * g.wo;
+    for t in 0..nt {
+        let tile = t0 + t;
+        let (b, rest) = (tile / (th * tw), tile % (th * tw));
+        let (ty, tx) = (rest / tw, rest % tw);
+        let (p0, q0) = (4 * ty, 4 * tx);
+        let rows = (g.ho - p0).min(4);
+        let cols_n = (g.wo - q0).min(4);
+        for ob in (0..cout_p).step_by(LANES) {
+            let lanes = (g.c_out - ob).min(LANES);
+            let src = unsafe { dy.as_ptr().add((b * g.c_out + ob) * plane + p0 * g.wo + q0) };
+            let shape = TileStore { lanes, rows, cols: cols_n, plane, wo: g.wo };
+            #[cfg(target_arch = "x86_64")]
+            let y = if WIDE { unsafe { load_tile_avx512(&shape, src) } } else { unsafe { load_tile(&shape, src) } };
+            #[cfg(not(target_arch = "x86_64"))]
+            let y = unsafe { load_tile(&shape, src) };
+            // A down each of the 4 columns, then along each of the 6 rows
+            let cols: [[Vf; 6]; 4] = core::array::from_fn(|j| a6([y[j], y[4 + j], y[8 + j], y[12 + j]]));
+            for k in 0..6 {
+                let r = a6([cols[0][k], cols[1][k], cols[2][k], cols[3][k]]);
+                for (l, val) in r.iter().enumerate() {
+                    unsafe { *(z.add((k * 6 + l) * xi_stride(cout_p) + t * cout_p + ob) as *mut Vf) = *val };
+                }
+            }
+        }
+    }
+    // 36 products dU_xi (+)= Z_xi^T V_xi
+    for xi in 0..XI {
+        unsafe {
+            gemm::gemm(
+                g.c_out,
+                g.c_in,
+                nt,
+                du.add(xi * g.c_out * g.c_in),
+                1,
+                g.c_in as isize,
+                accumulate,
+                z.add(xi * xi_stride(cout_p)),
+                cout_p as isize,
+                1,
+                v.add(xi * xi_stride(cin_p)),
+                1,
+                cin_p as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}
+
+/// `y[position][lane]` of one tile of 16 output-gradient channels ([`TileStore`]'s shape; the
+/// positions and lanes past it zero).
+#[inline(always)]
+unsafe fn load_tile(s: &TileStore, src: *const f32) -> [Vf; 16] {
+    let mut y = [[0.0f32; LANES]; 16];
+    for l in 0..s.lanes {
+        let src = unsafe { src.add(l * s.plane) };
+        for i in 0..s.rows {
+            for j in 0..s.cols {
+                y[i * 4 + j][l] = unsafe { *src.add(i * s.wo + j) };
+            }
+        }
+    }
+    y
+}
+
+/// [`load_tile`]: each lane's 16 positions in one register (four rows of four), then a 16 x 16
+/// register transposition.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_tile_avx512(s: &TileStore, src: *const f32) -> [Vf; 16] {
+    use core::arch::x86_64::*;
+    let mut r: [__m512i; 16] = [_mm512_setzero_si512(); 16];
+    for (l, lane) in r.iter_mut().enumerate().take(s.lanes) {
+        let src = unsafe { src.add(l * s.plane) };
+        let v = if s.rows == 4 && s.cols == 4 {
+            unsafe {
+                let v = _mm512_castps128_ps512(_mm_loadu_ps(src));
+                let v = _mm512_insertf32x4::<1>(v, _mm_loadu_ps(src.add(s.wo)));
+                let v = _mm512_insertf32x4::<2>(v, _mm_loadu_ps(src.add(2 * s.wo)));
+                _mm512_insertf32x4::<3>(v, _mm_loadu_ps(src.add(3 * s.wo)))
+            }
+        } else {
+            let mut tile = [0f32; 16];
+            for i in 0..s.rows {
+                for j in 0..s.cols {
+                    tile[i * 4 + j] = unsafe { *src.add(i * s.wo + j) };
+                }
+            }
+            unsafe { _mm512_loadu_ps(tile.as_ptr()) }
+        };
+        *lane = _mm512_castps_si512(v);
+    }
+    unsafe { super::gemm_bf16::x86::transpose16(&mut r) };
+    let mut y = [[0.0f32; LANES]; 16];
+    for (p, v) in r.iter().enumerate() {
+        unsafe { _mm512_storeu_ps(y[p].as_mut_ptr(), _mm512_castsi512_ps(*v)) };
+    }
+    y
 }

@@ -214,6 +214,14 @@ impl ModuleOps<Flex> for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
         use conv2d_im2col::{conv2d_x_backward_typed, is_native};
+        if x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && output_grad.dtype() == DType::F32
+            && conv2d_winograd::applies_x_backward(x.layout().shape(), weight.layout().shape(), &options)
+        {
+            let x_shape = x.layout().shape().clone();
+            return conv2d_winograd::conv2d_x_backward(&x_shape, weight, output_grad, &options);
+        }
         match output_grad.dtype() {
             DType::F32 => conv2d_x_backward_typed::<f32>(x, weight, output_grad, &options),
             DType::F64 => conv2d_x_backward_typed::<f64>(x, weight, output_grad, &options),
@@ -231,6 +239,14 @@ impl ModuleOps<Flex> for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
         use conv2d_im2col::{conv2d_weight_backward_typed, is_native};
+        if x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && output_grad.dtype() == DType::F32
+            && conv2d_winograd::applies(x.layout().shape(), weight.layout().shape(), &options)
+        {
+            let w_shape = weight.layout().shape().clone();
+            return conv2d_winograd::conv2d_weight_backward(x, &w_shape, output_grad, &options);
+        }
         match output_grad.dtype() {
             DType::F32 => conv2d_weight_backward_typed::<f32>(x, weight, output_grad, &options),
             DType::F64 => conv2d_weight_backward_typed::<f64>(x, weight, output_grad, &options),
