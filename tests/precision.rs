@@ -155,8 +155,8 @@ fn f32_inference_runs_winograd_unless_turned_off() {
     assert_ne!(bf16, Some(true));
 }
 
-/// f32 training runs the 3x3 stride-1 convolutions and their input gradients as Winograd
-/// too: the run says so, its losses follow the im2col kernel's up to rounding (not bit for
+/// f32 training runs the 3x3 stride-1 convolutions and their input and weight gradients as
+/// Winograd too: the run says so, its losses follow the im2col kernel's up to rounding (not bit for
 /// bit), the same bits on a second run (so `--resume` stays exact), and `FACENET_WINOGRAD=0`
 /// gives the im2col kernel's run.
 #[test]

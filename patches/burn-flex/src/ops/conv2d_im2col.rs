@@ -292,7 +292,7 @@ unsafe fn gemm_strided<T: Float + 'static>(
 
 /// A buffer of `len` elements whose every element the caller overwrites before
 /// reading it (im2col / pack / GEMM outputs with `accumulate == false`).
-fn scratch<T: Float>(len: usize) -> Vec<T> {
+pub(crate) fn scratch<T: Float>(len: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: `T` is a plain float type (every bit pattern is a value) and callers
     // write every element before reading it.
@@ -1052,7 +1052,7 @@ pub(crate) fn is_native(dtype: DType) -> bool {
 }
 
 /// Worker threads of the current pool (1 without `rayon`).
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     #[cfg(feature = "rayon")]
     {
         rayon::current_num_threads()

@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape};
 
+use super::conv2d_im2col::{scratch, threads};
 use crate::{FlexTensor, Layout};
 
 static WINOGRAD: AtomicBool = AtomicBool::new(false);
@@ -79,7 +80,7 @@ pub(crate) fn conv2d_forward(x: FlexTensor, weight: FlexTensor, bias: Option<Fle
     let bias = bias.map(|b| b.to_contiguous());
     let b_data: Option<&[f32]> = bias.as_ref().map(|b| b.storage());
     // every output position is written by the task of its tile
-    let mut y = buffer(g.batch * g.c_out * g.ho * g.wo, false);
+    let mut y = scratch(g.batch * g.c_out * g.ho * g.wo);
     conv3x3(x.storage(), weight.storage(), b_data, &g, &mut y);
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(Shape::from(vec![g.batch, g.c_out, g.ho, g.wo])), burn_backend::DType::F32)
 }
@@ -117,7 +118,7 @@ pub(crate) fn conv2d_x_backward(x_shape: &[usize], weight: FlexTensor, output_gr
     let (c_out, c_in) = (weight.layout().shape()[0], weight.layout().shape()[1]);
     let w: &[f32] = weight.storage();
     // turned[c][o][8 - k] = w[o][c][k]: the 3x3 taps in reverse order
-    let mut turned = buffer(c_in * c_out * 9, false);
+    let mut turned = scratch(c_in * c_out * 9);
     for o in 0..c_out {
         for c in 0..c_in {
             let src = &w[(o * c_in + c) * 9..][..9];
@@ -139,7 +140,7 @@ pub(crate) fn conv2d_x_backward(x_shape: &[usize], weight: FlexTensor, output_gr
         ho: h,
         wo: wd,
     };
-    let mut dx = buffer(g.batch * c_in * h * wd, false);
+    let mut dx = scratch(g.batch * c_in * h * wd);
     conv3x3(grad.storage(), &turned, None, &g, &mut dx);
     FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(Shape::from(vec![g.batch, c_in, h, wd])), burn_backend::DType::F32)
 }
@@ -185,18 +186,6 @@ impl Geo {
     fn padded(&self) -> (usize, usize) {
         (4 * self.tiles_h() + 2, 4 * self.tiles_w() + 2)
     }
-}
-
-/// A buffer of `len` f32: zeroed, or (`zeroed == false`) for a caller that writes every
-/// element before reading it.
-fn buffer(len: usize, zeroed: bool) -> Vec<f32> {
-    if zeroed {
-        return vec![0.0; len];
-    }
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: every bit pattern is an f32, and the caller writes each element before reading it
-    unsafe { v.set_len(len) };
-    v
 }
 
 /// Elements from one transform point's block of a task buffer to the next (`TILES` rows of
@@ -264,7 +253,7 @@ fn at(m: [Vf; 6]) -> [Vf; 4] {
 /// first as `[c_in][9][c_out_p]`, then transformed 16 output channels at a time.
 fn transform_weights(w: &[f32], g: &Geo, cout_p: usize) -> Vec<f32> {
     // padding columns (output channels c_out..cout_p) read by the transform: zero
-    let mut wt = buffer(g.c_in * 9 * cout_p, cout_p != g.c_out);
+    let mut wt = if cout_p != g.c_out { vec![0.0; g.c_in * 9 * cout_p] } else { scratch(g.c_in * 9 * cout_p) };
     let wtp = OutPtr(wt.as_mut_ptr());
     for_each_task(
         g.c_in,
@@ -280,7 +269,7 @@ fn transform_weights(w: &[f32], g: &Geo, cout_p: usize) -> Vec<f32> {
             }
         },
     );
-    let mut u = buffer(XI * g.c_in * cout_p, false);
+    let mut u = scratch(XI * g.c_in * cout_p);
     let per_xi = g.c_in * cout_p;
     let up = OutPtr(u.as_mut_ptr());
     let wt = &wt[..];
@@ -494,7 +483,7 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
 fn padded_input(x: &[f32], g: &Geo, cin_p: usize) -> Vec<f32> {
     let (hp, wp) = g.padded();
     let img = hp * wp * cin_p;
-    let mut xp = buffer(g.batch * img, false);
+    let mut xp = scratch(g.batch * img);
     let xpp = OutPtr(xp.as_mut_ptr());
     for_each_task(
         g.batch,
@@ -543,17 +532,6 @@ where
     {
         let mut state = init();
         (0..n).for_each(|k| f(&mut state, k));
-    }
-}
-
-fn threads() -> usize {
-    #[cfg(feature = "rayon")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        1
     }
 }
 
@@ -789,7 +767,7 @@ pub(crate) fn weight_grad3x3(x: &[f32], dy: &[f32], g: &Geo) -> Vec<f32> {
     let groups = chunks.min(2 * threads()).max(1);
     let per_group = XI * g.c_out * g.c_in;
     // every group has a chunk, whose product writes its whole `dU` first
-    let mut partials = buffer(groups * per_group, false);
+    let mut partials = scratch(groups * per_group);
     let pp = OutPtr(partials.as_mut_ptr());
     let job = GradJob { xp: &xp, dy, g, cin_p, cout_p };
     for_each_task(
@@ -808,7 +786,7 @@ pub(crate) fn weight_grad3x3(x: &[f32], dy: &[f32], g: &Geo) -> Vec<f32> {
             });
         },
     );
-    let mut dw = buffer(g.c_out * g.c_in * 9, false);
+    let mut dw = scratch(g.c_out * g.c_in * 9);
     let dwp = OutPtr(dw.as_mut_ptr());
     let partials = &partials[..];
     for_each_task(
