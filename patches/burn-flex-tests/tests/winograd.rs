@@ -12,7 +12,7 @@
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use burn_flex::{conv_winograd, set_conv_winograd, set_gemm_precision, GemmPrecision};
+use burn_flex::{conv_winograd, set_conv_winograd, set_conv_winograd_narrow, set_gemm_precision, GemmPrecision};
 
 mod common;
 use common::values;
@@ -225,6 +225,35 @@ fn winograd_weight_gradient_over_many_chunks() {
     assert!(err < 5e-5, "relative error {err:e}");
     let again = run_backward(&case);
     assert_eq!(got.dw, again.dw, "two runs differ");
+}
+
+/// The AVX2+FMA code (what CPUs without AVX-512 run) gives the AVX-512 code's bits: forward,
+/// input and weight gradients (on a CPU without AVX-512 both runs take that code; then the
+/// check against the definition is what counts).
+#[test]
+fn avx2_code_gives_the_avx512_bits() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gemm_precision(GemmPrecision::F32);
+    set_conv_winograd(true);
+    let mut all = cases();
+    all.push(Case { batch: 12, c_in: 32, c_out: 32, h: 23, w: 23, pad: [(0, 0), (0, 0)], bias: false });
+    for case in all {
+        let what = format!("{}x{}x{}x{} -> {}, pad {:?}", case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
+        set_conv_winograd_narrow(false);
+        let (y, want) = run(&case, 1, 1, 3);
+        let g = run_backward(&case);
+        set_conv_winograd_narrow(true);
+        let (narrow, _) = run(&case, 1, 1, 3);
+        let gn = run_backward(&case);
+        set_conv_winograd_narrow(false);
+        let err = relative_error(&narrow, &want);
+        assert!(err < 5e-5, "{what}: AVX2 forward relative error {err:e}");
+        assert!(relative_error(&gn.dx, &gn.want_dx) < 5e-5, "{what}: AVX2 dx");
+        assert!(relative_error(&gn.dw, &gn.want_dw) < 5e-5, "{what}: AVX2 dw");
+        assert_eq!(y, narrow, "{what}: forward");
+        assert_eq!(g.dx, gn.dx, "{what}: dx");
+        assert_eq!(g.dw, gn.dw, "{what}: dw");
+    }
 }
 
 #[test]

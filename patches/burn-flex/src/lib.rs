@@ -43,7 +43,7 @@ pub mod ops;
 pub mod simd;
 
 pub use backend::{Flex, FlexDevice};
-pub use ops::conv2d_winograd::{conv_winograd, set_conv_winograd};
+pub use ops::conv2d_winograd::{conv_winograd, set_conv_winograd, set_conv_winograd_narrow};
 pub use ops::gemm_bf16::{bf16_supported, gemm_precision, set_gemm_precision, GemmPrecision};
 pub use layout::Layout;
 pub use qtensor::FlexQTensor;

@@ -42,6 +42,22 @@ pub fn set_conv_winograd(on: bool) {
     WINOGRAD.store(on, Ordering::Relaxed);
 }
 
+static NARROW: AtomicBool = AtomicBool::new(false);
+
+/// Test hook: the Winograd kernels run their AVX2+FMA (or portable) code even on a CPU with
+/// AVX-512, so that a machine with AVX-512 tests that code too (same bits: the GEMMs are the
+/// gemm crate's either way, and the transforms do the same arithmetic on narrower vectors).
+#[doc(hidden)]
+pub fn set_conv_winograd_narrow(on: bool) {
+    NARROW.store(on, Ordering::Relaxed);
+}
+
+/// Whether the AVX-512 code runs: the CPU has AVX-512 F and [`set_conv_winograd_narrow`] is off.
+#[cfg(target_arch = "x86_64")]
+fn wide() -> bool {
+    !NARROW.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
+}
+
 /// Whether [`set_conv_winograd`] turned the Winograd convolution on.
 pub fn conv_winograd() -> bool {
     WINOGRAD.load(Ordering::Relaxed)
@@ -293,7 +309,7 @@ fn transform_weights(w: &[f32], g: &Geo, cout_p: usize) -> Vec<f32> {
 unsafe fn transform_weights_channel(k: &[f32], cout_p: usize, u: *mut f32, per_xi: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if wide() {
             return unsafe { transform_weights_avx512(k, cout_p, u, per_xi) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -344,7 +360,7 @@ unsafe fn transform_weights_body(k: &[f32], cout_p: usize, u: *mut f32, per_xi: 
 fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
     dst.fill(0.0);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if wide() {
         // SAFETY: the CPU has AVX-512 F
         unsafe { pad_channels_last_avx512(x, g, b, cin_p, dst) };
         return;
@@ -543,7 +559,7 @@ where
 unsafe fn run_task(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if wide() {
             return unsafe { run_task_avx512(job, t0, t1, s) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -853,7 +869,7 @@ struct GradJob<'a> {
 unsafe fn grad_chunk(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if wide() {
             return unsafe { grad_chunk_avx512(job, t0, t1, accumulate, s, du) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
