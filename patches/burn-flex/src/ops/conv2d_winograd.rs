@@ -202,6 +202,14 @@ impl Geo {
     fn tiles(&self) -> usize {
         self.batch * self.tiles_h() * self.tiles_w()
     }
+    /// Where tile `tile` (numbered across the batch, row by row) lies: its image, the top-left
+    /// output position, and how many of its 4x4 output rows and columns are in the map.
+    fn tile(&self, tile: usize) -> TileAt {
+        let (th, tw) = (self.tiles_h(), self.tiles_w());
+        let (b, rest) = (tile / (th * tw), tile % (th * tw));
+        let (p0, q0) = (4 * (rest / tw), 4 * (rest % tw));
+        TileAt { b, p0, q0, rows: (self.ho - p0).min(4), cols: (self.wo - q0).min(4) }
+    }
     /// Rows and columns of the padded channels-last input: every tile's 6x6 patch inside.
     fn padded(&self) -> (usize, usize) {
         (4 * self.tiles_h() + 2, 4 * self.tiles_w() + 2)
@@ -463,6 +471,15 @@ impl Scratch {
     }
 }
 
+/// One tile's place ([`Geo::tile`]).
+struct TileAt {
+    b: usize,
+    p0: usize,
+    q0: usize,
+    rows: usize,
+    cols: usize,
+}
+
 /// A buffer shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -585,14 +602,11 @@ unsafe fn run_task_avx2(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
 /// input `xp`, into `v` (blocks `xi_stride(cin_p)` apart, rows `cin_p` long).
 #[inline(always)]
 unsafe fn input_transform(xp: &[f32], g: &Geo, cin_p: usize, t0: usize, nt: usize, v: *mut f32) {
-    let (th, tw) = (g.tiles_h(), g.tiles_w());
     let (hp, wp) = g.padded();
     let xpp = xp.as_ptr();
     for t in 0..nt {
-        let tile = t0 + t;
-        let (b, rest) = (tile / (th * tw), tile % (th * tw));
-        let (ty, tx) = (rest / tw, rest % tw);
-        let base = b * hp * wp * cin_p + (4 * ty * wp + 4 * tx) * cin_p;
+        let TileAt { b, p0, q0, .. } = g.tile(t0 + t);
+        let base = b * hp * wp * cin_p + (p0 * wp + q0) * cin_p;
         for cb in (0..cin_p).step_by(LANES) {
             let load = |i: usize, j: usize| -> Vf { unsafe { *(xpp.add(base + (i * wp + j) * cin_p + cb) as *const Vf) } };
             // columns: B^T d_j for each column j
@@ -618,7 +632,6 @@ unsafe fn input_transform(xp: &[f32], g: &Geo, cin_p: usize, t0: usize, nt: usiz
 unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
     let Job { xp, u, bias, g, cin_p, cout_p, out } = *job;
     let out = out.get();
-    let (th, tw) = (g.tiles_h(), g.tiles_w());
     let nt = t1 - t0;
     let v = s.v.as_mut_ptr();
     let m = s.m.as_mut_ptr();
@@ -653,12 +666,7 @@ unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &m
     // output transform: Y = A^T M A, into the output planes
     let plane = g.ho * g.wo;
     for t in 0..nt {
-        let tile = t0 + t;
-        let (b, rest) = (tile / (th * tw), tile % (th * tw));
-        let (ty, tx) = (rest / tw, rest % tw);
-        let (p0, q0) = (4 * ty, 4 * tx);
-        let rows = (g.ho - p0).min(4);
-        let cols_n = (g.wo - q0).min(4);
+        let TileAt { b, p0, q0, rows, cols: cols_n } = g.tile(t0 + t);
         for ob in (0..cout_p).step_by(LANES) {
             let load = |xi: usize| -> Vf { unsafe { *(m.add(xi * xi_stride(cout_p) + t * cout_p + ob) as *const Vf) } };
             // A^T applied down each of the 6 columns
@@ -894,7 +902,6 @@ unsafe fn grad_chunk_avx2(job: &GradJob, t0: usize, t1: usize, accumulate: bool,
 #[inline(always)]
 unsafe fn grad_chunk_body<const WIDE: bool>(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
     let GradJob { xp, dy, g, cin_p, cout_p } = *job;
-    let (th, tw) = (g.tiles_h(), g.tiles_w());
     let nt = t1 - t0;
     let v = s.v.as_mut_ptr();
     let z = s.m.as_mut_ptr();
@@ -902,12 +909,7 @@ unsafe fn grad_chunk_body<const WIDE: bool>(job: &GradJob, t0: usize, t1: usize,
     // output-gradient transform: Z[xi][t][o] = (A dY A^T)_xi, positions past the map zero
     let plane = g.ho * g.wo;
     for t in 0..nt {
-        let tile = t0 + t;
-        let (b, rest) = (tile / (th * tw), tile % (th * tw));
-        let (ty, tx) = (rest / tw, rest % tw);
-        let (p0, q0) = (4 * ty, 4 * tx);
-        let rows = (g.ho - p0).min(4);
-        let cols_n = (g.wo - q0).min(4);
+        let TileAt { b, p0, q0, rows, cols: cols_n } = g.tile(t0 + t);
         for ob in (0..cout_p).step_by(LANES) {
             let lanes = (g.c_out - ob).min(LANES);
             let src = unsafe { dy.as_ptr().add((b * g.c_out + ob) * plane + p0 * g.wo + q0) };
