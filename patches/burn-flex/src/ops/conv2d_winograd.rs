@@ -66,13 +66,15 @@ pub fn conv_winograd() -> bool {
 /// Whether this forward convolution runs here: Winograd on, f32 products (not bf16), a 3x3
 /// kernel, stride and dilation 1, one group, at least 3x3 output positions.
 pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
+    kernel_applies(x_shape, w_shape, options) && out_size(x_shape, options, 0) >= 3 && out_size(x_shape, options, 1) >= 3
+}
+
+/// What the forward and both gradients need: Winograd on, f32 products (not bf16), 4-D
+/// tensors, a 3x3 kernel over all input channels, stride and dilation 1, one group.
+fn kernel_applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
     if !conv_winograd() || super::gemm_bf16::gemm_precision() != super::gemm_bf16::GemmPrecision::F32 {
         return false;
     }
-    let out = |axis: usize| {
-        let (begin, end) = options.padding[axis];
-        (x_shape[2 + axis] + begin + end).saturating_sub(2)
-    };
     x_shape.len() == 4
         && w_shape.len() == 4
         && options.groups == 1
@@ -81,8 +83,12 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
         && options.stride == [1, 1]
         && options.dilation == [1, 1]
         && w_shape[1] == x_shape[1]
-        && out(0) >= 3
-        && out(1) >= 3
+}
+
+/// Output positions along `axis` (0: rows, 1: columns) of a 3x3 stride-1 convolution.
+fn out_size(x_shape: &[usize], options: &ConvOptions<2>, axis: usize) -> usize {
+    let (begin, end) = options.padding[axis];
+    (x_shape[2 + axis] + begin + end).saturating_sub(2)
 }
 
 /// The forward convolution of f32 tensors for which [`applies`] holds: `[batch, c_out, ho, wo]`.
@@ -92,11 +98,8 @@ pub(crate) fn conv2d_forward(x: FlexTensor, weight: FlexTensor, bias: Option<Fle
     let xs = x.layout().shape().clone();
     let ws = weight.layout().shape().clone();
     let [ph, pw] = options.padding_begin();
-    let out = |axis: usize| {
-        let (begin, end) = options.padding[axis];
-        (xs[2 + axis] + begin + end).saturating_sub(2)
-    };
-    let g = Geo { batch: xs[0], c_in: xs[1], h: xs[2], w: xs[3], c_out: ws[0], ph, pw, ho: out(0), wo: out(1) };
+    let (ho, wo) = (out_size(&xs, options, 0), out_size(&xs, options, 1));
+    let g = Geo { batch: xs[0], c_in: xs[1], h: xs[2], w: xs[3], c_out: ws[0], ph, pw, ho, wo };
     let bias = bias.map(|b| b.to_contiguous());
     let b_data: Option<&[f32]> = bias.as_ref().map(|b| b.storage());
     // every output position is written by the task of its tile
@@ -110,17 +113,7 @@ pub(crate) fn conv2d_forward(x: FlexTensor, weight: FlexTensor, bias: Option<Fle
 /// is then a 3x3 stride-1 convolution of the output gradient, padded `2 - p`), an input of at
 /// least 3x3 positions.
 pub(crate) fn applies_x_backward(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
-    if !conv_winograd() || super::gemm_bf16::gemm_precision() != super::gemm_bf16::GemmPrecision::F32 {
-        return false;
-    }
-    x_shape.len() == 4
-        && w_shape.len() == 4
-        && options.groups == 1
-        && w_shape[2] == 3
-        && w_shape[3] == 3
-        && options.stride == [1, 1]
-        && options.dilation == [1, 1]
-        && w_shape[1] == x_shape[1]
+    kernel_applies(x_shape, w_shape, options)
         && options.padding.iter().all(|&(begin, end)| begin <= 2 && end <= 2)
         && x_shape[2] >= 3
         && x_shape[3] >= 3
