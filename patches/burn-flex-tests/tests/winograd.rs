@@ -27,20 +27,20 @@ struct Case {
     bias: bool,
 }
 
-/// The convolution through burn, and its f64 definition.
-fn run(case: &Case, stride: usize, groups: usize, k: usize) -> (Vec<f32>, Vec<f64>) {
+/// The convolution with a `kh x kw` kernel through burn, and its f64 definition.
+fn run(case: &Case, stride: usize, groups: usize, [kh, kw]: [usize; 2]) -> (Vec<f32>, Vec<f64>) {
     let d = Device::flex();
     let cg = case.c_in / groups;
     let x = values(case.batch * case.c_in * case.h * case.w, 1);
-    let w = values(case.c_out * cg * k * k, 2);
+    let w = values(case.c_out * cg * kh * kw, 2);
     let bias = values(case.c_out, 3);
     let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [case.batch, case.c_in, case.h, case.w]), &d);
-    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, cg, k, k]), &d);
+    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, cg, kh, kw]), &d);
     let bt = case.bias.then(|| Tensor::<1>::from_data(TensorData::new(bias.clone(), [case.c_out]), &d));
     let options = ConvOptions::new_with_padding([stride, stride], case.pad, [1, 1], groups);
     let y: Vec<f32> = conv2d(xt, wt, bt, options).try_into_vec_as().unwrap();
-    let ho = (case.h + case.pad[0].0 + case.pad[0].1 - k) / stride + 1;
-    let wo = (case.w + case.pad[1].0 + case.pad[1].1 - k) / stride + 1;
+    let ho = (case.h + case.pad[0].0 + case.pad[0].1 - kh) / stride + 1;
+    let wo = (case.w + case.pad[1].0 + case.pad[1].1 - kw) / stride + 1;
     let og = case.c_out / groups;
     let mut want = vec![0f64; case.batch * case.c_out * ho * wo];
     for b in 0..case.batch {
@@ -50,15 +50,15 @@ fn run(case: &Case, stride: usize, groups: usize, k: usize) -> (Vec<f32>, Vec<f6
                 for q in 0..wo {
                     let mut s = if case.bias { bias[o] as f64 } else { 0.0 };
                     for c in 0..cg {
-                        for i in 0..k {
-                            for j in 0..k {
+                        for i in 0..kh {
+                            for j in 0..kw {
                                 let ih = (p * stride + i) as isize - case.pad[0].0 as isize;
                                 let iw = (q * stride + j) as isize - case.pad[1].0 as isize;
                                 if ih < 0 || iw < 0 || ih >= case.h as isize || iw >= case.w as isize {
                                     continue;
                                 }
                                 let xv = x[((b * case.c_in + g * cg + c) * case.h + ih as usize) * case.w + iw as usize];
-                                s += w[((o * cg + c) * k + i) * k + j] as f64 * xv as f64;
+                                s += w[((o * cg + c) * kh + i) * kw + j] as f64 * xv as f64;
                             }
                         }
                     }
@@ -107,10 +107,10 @@ fn winograd_matches_the_definition() {
     for case in cases() {
         let what = format!("{}x{}x{}x{} -> {}, pad {:?}", case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
         set_conv_winograd(false);
-        let (direct, want) = run(&case, 1, 1, 3);
+        let (direct, want) = run(&case, 1, 1, [3, 3]);
         set_conv_winograd(true);
         assert!(conv_winograd());
-        let (y, _) = run(&case, 1, 1, 3);
+        let (y, _) = run(&case, 1, 1, [3, 3]);
         // it ran: not the im2col kernel's bits (which are within 1e-6 of the definition)
         assert_ne!(y, direct, "{what}: the Winograd kernel did not run");
         assert!(relative_error(&direct, &want) < 1e-6, "{what}: im2col");
@@ -118,10 +118,10 @@ fn winograd_matches_the_definition() {
         // F(4x4, 3x3) in f32: order 1e-6 relative
         assert!(err < 5e-5, "{what}: relative error {err:e}");
         // same bits on a second run and on one thread
-        let (again, _) = run(&case, 1, 1, 3);
+        let (again, _) = run(&case, 1, 1, [3, 3]);
         assert_eq!(y, again, "{what}: two runs differ");
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let (one, _) = pool.install(|| run(&case, 1, 1, 3));
+        let (one, _) = pool.install(|| run(&case, 1, 1, [3, 3]));
         assert_eq!(y, one, "{what}: one thread and many differ");
     }
 }
@@ -137,36 +137,41 @@ struct Grads {
 }
 
 fn run_backward(case: &Case) -> Grads {
+    run_backward_k(case, [3, 3])
+}
+
+/// [`run_backward`] with a `kh x kw` kernel.
+fn run_backward_k(case: &Case, [kh, kw]: [usize; 2]) -> Grads {
     let d = Device::flex().autodiff();
-    let ho = case.h + case.pad[0].0 + case.pad[0].1 - 2;
-    let wo = case.w + case.pad[1].0 + case.pad[1].1 - 2;
+    let ho = case.h + case.pad[0].0 + case.pad[0].1 + 1 - kh;
+    let wo = case.w + case.pad[1].0 + case.pad[1].1 + 1 - kw;
     let x = values(case.batch * case.c_in * case.h * case.w, 1);
-    let w = values(case.c_out * case.c_in * 9, 2);
+    let w = values(case.c_out * case.c_in * kh * kw, 2);
     let r = values(case.batch * case.c_out * ho * wo, 4);
     let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [case.batch, case.c_in, case.h, case.w]), &d).require_grad();
-    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, case.c_in, 3, 3]), &d).require_grad();
+    let wt = Tensor::<4>::from_data(TensorData::new(w.clone(), [case.c_out, case.c_in, kh, kw]), &d).require_grad();
     let rt = Tensor::<4>::from_data(TensorData::new(r.clone(), [case.batch, case.c_out, ho, wo]), &d);
     let options = ConvOptions::new_with_padding([1, 1], case.pad, [1, 1], 1);
     let grads = (conv2d(xt.clone(), wt.clone(), None, options) * rt).sum().backward();
     let dx: Vec<f32> = xt.grad(&grads).unwrap().to_data().try_into_vec_as().unwrap();
     let dw: Vec<f32> = wt.grad(&grads).unwrap().to_data().try_into_vec_as().unwrap();
     let mut want_dx = vec![0f64; case.batch * case.c_in * case.h * case.w];
-    let mut want_dw = vec![0f64; case.c_out * case.c_in * 9];
+    let mut want_dw = vec![0f64; case.c_out * case.c_in * kh * kw];
     for b in 0..case.batch {
         for o in 0..case.c_out {
             for p in 0..ho {
                 for q in 0..wo {
                     let g = r[((b * case.c_out + o) * ho + p) * wo + q] as f64;
                     for c in 0..case.c_in {
-                        for i in 0..3 {
-                            for j in 0..3 {
+                        for i in 0..kh {
+                            for j in 0..kw {
                                 let ih = (p + i) as isize - case.pad[0].0 as isize;
                                 let iw = (q + j) as isize - case.pad[1].0 as isize;
                                 if ih < 0 || iw < 0 || ih >= case.h as isize || iw >= case.w as isize {
                                     continue;
                                 }
                                 let xi = ((b * case.c_in + c) * case.h + ih as usize) * case.w + iw as usize;
-                                let wi = ((o * case.c_in + c) * 3 + i) * 3 + j;
+                                let wi = ((o * case.c_in + c) * kh + i) * kw + j;
                                 want_dx[xi] += g * w[wi] as f64;
                                 want_dw[wi] += g * x[xi] as f64;
                             }
@@ -240,10 +245,10 @@ fn avx2_code_gives_the_avx512_bits() {
     for case in all {
         let what = format!("{}x{}x{}x{} -> {}, pad {:?}", case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
         set_conv_winograd_narrow(false);
-        let (y, want) = run(&case, 1, 1, 3);
+        let (y, want) = run(&case, 1, 1, [3, 3]);
         let g = run_backward(&case);
         set_conv_winograd_narrow(true);
-        let (narrow, _) = run(&case, 1, 1, 3);
+        let (narrow, _) = run(&case, 1, 1, [3, 3]);
         let gn = run_backward(&case);
         set_conv_winograd_narrow(false);
         let err = relative_error(&narrow, &want);
@@ -262,13 +267,13 @@ fn bf16_products_keep_the_im2col_kernel() {
     let case = Case { batch: 2, c_in: 32, c_out: 32, h: 9, w: 9, pad: [(1, 1), (1, 1)], bias: false };
     set_conv_winograd(false);
     set_gemm_precision(GemmPrecision::F32);
-    let (direct, _) = run(&case, 1, 1, 3);
+    let (direct, _) = run(&case, 1, 1, [3, 3]);
     set_conv_winograd(true);
     // where bf16 products are refused (no AVX-512 BF16) this checks the f32 path again
     let bf16_here = set_gemm_precision(GemmPrecision::Bf16);
-    let (y, _) = run(&case, 1, 1, 3);
+    let (y, _) = run(&case, 1, 1, [3, 3]);
     set_conv_winograd(false);
-    let (im2col, _) = run(&case, 1, 1, 3);
+    let (im2col, _) = run(&case, 1, 1, [3, 3]);
     set_gemm_precision(GemmPrecision::F32);
     assert_eq!(y, im2col, "with bf16 products (set: {bf16_here}) the 3x3 convolution is the im2col kernel's");
     if !bf16_here {
@@ -290,8 +295,90 @@ fn other_convolutions_are_left_to_the_other_kernels() {
         ("groups 2", &big, 1, 2, 3),
         ("2x2 outputs", &Case { batch: 2, c_in: 64, c_out: 64, h: 4, w: 4, pad: [(0, 0), (0, 0)], bias: true }, 1, 1, 3),
     ] {
-        let (y, want) = run(case, stride, groups, k);
+        let (y, want) = run(case, stride, groups, [k, k]);
         let err = relative_error(&y, &want);
         assert!(err < 1e-6, "{what}: relative error {err:e}");
+    }
+}
+
+/// Cases for the 1x7 and 7x1 kernel (`conv2d_winograd_line.rs`), with their kernel shape.
+fn line_cases() -> Vec<(Case, [usize; 2])> {
+    let c = |batch, c_in, c_out, h, w, pad: [(usize, usize); 2], bias| Case { batch, c_in, c_out, h, w, pad, bias };
+    vec![
+        // Inception-ResNet-v1's block17 in small: 'same' on 8x8 maps, both directions
+        (c(2, 16, 32, 8, 8, [(0, 0), (3, 3)], true), [1, 7]),
+        (c(2, 16, 32, 8, 8, [(3, 3), (0, 0)], true), [7, 1]),
+        // 'valid' (11 -> 5: a tile with one output in the map), channels not whole vectors
+        (c(3, 5, 7, 6, 11, [(0, 0), (0, 0)], false), [1, 7]),
+        (c(3, 5, 7, 11, 6, [(0, 0), (0, 0)], true), [7, 1]),
+        // asymmetric padding, sizes that are not whole tiles
+        (c(2, 20, 33, 9, 10, [(0, 0), (2, 4)], true), [1, 7]),
+        (c(2, 20, 33, 10, 9, [(4, 2), (0, 0)], false), [7, 1]),
+        // many tiles: several tasks per worker (the network's 17x17 maps at 299 px)
+        (c(6, 48, 40, 17, 17, [(3, 3), (0, 0)], true), [7, 1]),
+    ]
+}
+
+#[test]
+fn line_winograd_matches_the_definition() {
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gemm_precision(GemmPrecision::F32);
+    for (case, k) in line_cases() {
+        let what = format!("{}x{} on {}x{}x{}x{} -> {}, pad {:?}", k[0], k[1], case.batch, case.c_in, case.h, case.w, case.c_out, case.pad);
+        set_conv_winograd(false);
+        let (direct, want) = run(&case, 1, 1, k);
+        let direct_grads = run_backward_k(&case, k);
+        set_conv_winograd(true);
+        let (y, _) = run(&case, 1, 1, k);
+        assert_ne!(y, direct, "{what}: the Winograd kernel did not run");
+        assert!(relative_error(&direct, &want) < 1e-6, "{what}: im2col");
+        // F(4, 7) in f32: order 1e-6..1e-5 relative
+        let err = relative_error(&y, &want);
+        assert!(err < 5e-5, "{what}: relative error {err:e}");
+        let (again, _) = run(&case, 1, 1, k);
+        assert_eq!(y, again, "{what}: two runs differ");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (one, _) = pool.install(|| run(&case, 1, 1, k));
+        assert_eq!(y, one, "{what}: one thread and many differ");
+        // the input gradient runs here too; the weight gradient stays with im2col (same bits)
+        let grads = run_backward_k(&case, k);
+        assert_ne!(grads.dx, direct_grads.dx, "{what}: dx: the Winograd kernel did not run");
+        let err = relative_error(&grads.dx, &grads.want_dx);
+        assert!(err < 5e-5, "{what}: dx relative error {err:e}");
+        assert_eq!(grads.dw, direct_grads.dw, "{what}: dw is im2col's");
+        let one = pool.install(|| run_backward_k(&case, k));
+        assert_eq!(grads.dx, one.dx, "{what}: dx: one thread and many differ");
+        // the AVX2+FMA code gives the same bits
+        set_conv_winograd_narrow(true);
+        let (narrow, _) = run(&case, 1, 1, k);
+        let narrow_grads = run_backward_k(&case, k);
+        set_conv_winograd_narrow(false);
+        assert_eq!(y, narrow, "{what}: AVX2 forward");
+        assert_eq!(grads.dx, narrow_grads.dx, "{what}: AVX2 dx");
+    }
+}
+
+#[test]
+fn line_winograd_leaves_other_kernels_alone() {
+    // padding across the long axis, 1x5, stride 2, fewer than 4 outputs along the axis: exact
+    // (the last one's input gradient, 9 positions long, does run as Winograd)
+    let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_conv_winograd(true);
+    set_gemm_precision(GemmPrecision::F32);
+    let c = |h, w, pad: [(usize, usize); 2]| Case { batch: 2, c_in: 32, c_out: 32, h, w, pad, bias: true };
+    for (what, case, stride, k) in [
+        ("padding across", c(8, 8, [(1, 1), (3, 3)]), 1, [1, 7]),
+        ("1x5", c(8, 8, [(0, 0), (2, 2)]), 1, [1, 5]),
+        ("stride 2", c(9, 9, [(3, 3), (3, 3)]), 2, [7, 1]),
+        ("3 outputs", c(5, 9, [(0, 0), (0, 0)]), 1, [1, 7]),
+    ] {
+        let (y, want) = run(&case, stride, 1, k);
+        let err = relative_error(&y, &want);
+        assert!(err < 1e-6, "{what}: relative error {err:e}");
+        if stride == 1 && what != "3 outputs" {
+            let grads = run_backward_k(&case, k);
+            let err = relative_error(&grads.dx, &grads.want_dx);
+            assert!(err < 1e-6, "{what}: dx relative error {err:e}");
+        }
     }
 }

@@ -54,13 +54,19 @@ pub fn set_conv_winograd_narrow(on: bool) {
 
 /// Whether the AVX-512 code runs: the CPU has AVX-512 F and [`set_conv_winograd_narrow`] is off.
 #[cfg(target_arch = "x86_64")]
-fn wide() -> bool {
+pub(crate) fn wide() -> bool {
     !NARROW.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Whether [`set_conv_winograd`] turned the Winograd convolution on.
 pub fn conv_winograd() -> bool {
     WINOGRAD.load(Ordering::Relaxed)
+}
+
+/// Whether Winograd convolutions run: [`set_conv_winograd`] turned them on and matrix products
+/// are f32 (bf16 products keep im2col).
+pub(crate) fn on_for_f32() -> bool {
+    conv_winograd() && super::gemm_bf16::gemm_precision() == super::gemm_bf16::GemmPrecision::F32
 }
 
 /// Whether this forward convolution runs here: Winograd on, f32 products (not bf16), a 3x3
@@ -72,7 +78,7 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
 /// What the forward and both gradients need: Winograd on, f32 products (not bf16), 4-D
 /// tensors, a 3x3 kernel over all input channels, stride and dilation 1, one group.
 fn kernel_applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
-    if !conv_winograd() || super::gemm_bf16::gemm_precision() != super::gemm_bf16::GemmPrecision::F32 {
+    if !on_for_f32() {
         return false;
     }
     x_shape.len() == 4
@@ -162,11 +168,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 /// Channels per vector of the transforms.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 /// Transform points of one tile: 6 x 6.
 const XI: usize = 36;
 /// Most tiles per task.
-const TILES: usize = 192;
+pub(crate) const TILES: usize = 192;
 /// Fewest tiles per task when more tasks would balance the workers better.
 const MIN_TILES: usize = 32;
 
@@ -203,25 +209,38 @@ impl Geo {
         let (p0, q0) = (4 * (rest / tw), 4 * (rest % tw));
         TileAt { b, p0, q0, rows: (self.ho - p0).min(4), cols: (self.wo - q0).min(4) }
     }
-    /// Rows and columns of the padded channels-last input: every tile's 6x6 patch inside.
-    fn padded(&self) -> (usize, usize) {
-        (4 * self.tiles_h() + 2, 4 * self.tiles_w() + 2)
+    /// The padded channels-last input: every tile's 6x6 patch inside.
+    fn pad(&self) -> Pad {
+        Pad { c_in: self.c_in, h: self.h, w: self.w, ph: self.ph, pw: self.pw, hp: 4 * self.tiles_h() + 2, wp: 4 * self.tiles_w() + 2 }
     }
+}
+
+/// An input copied to zero-padded channels-last images `[hp][wp][cin_p]`: `c_in` planes of
+/// `h x w` in, placed `ph` rows and `pw` columns from the top left.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pad {
+    pub(crate) c_in: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) ph: usize,
+    pub(crate) pw: usize,
+    pub(crate) hp: usize,
+    pub(crate) wp: usize,
 }
 
 /// Elements from one transform point's block of a task buffer to the next (`TILES` rows of
 /// `width`): one cache line more than the rows, so that the 36 vectors a tile reads or writes
 /// (one per point) do not all fall into the same L1 set (a multiple of 4 KiB apart, as
 /// `TILES * width` floats is for every width of 32 channels or more).
-const fn xi_stride(width: usize) -> usize {
+pub(crate) const fn xi_stride(width: usize) -> usize {
     TILES * width + LANES
 }
 
-fn round_up(n: usize) -> usize {
+pub(crate) fn round_up(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
 
-type Vf = [f32; LANES];
+pub(crate) type Vf = [f32; LANES];
 
 #[inline(always)]
 fn vadd(a: Vf, b: Vf) -> Vf {
@@ -237,7 +256,7 @@ fn vscale(s: f32, a: Vf) -> Vf {
 }
 /// `a + s * b`
 #[inline(always)]
-fn vfma(a: Vf, s: f32, b: Vf) -> Vf {
+pub(crate) fn vfma(a: Vf, s: f32, b: Vf) -> Vf {
     core::array::from_fn(|l| a[l] + s * b[l])
 }
 
@@ -358,7 +377,7 @@ unsafe fn transform_weights_body(k: &[f32], cout_p: usize, u: *mut f32, per_xi: 
 }
 
 /// The input of image `b` as zero-padded channels-last rows `[hp][wp][cin_p]`.
-fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
+fn pad_channels_last(x: &[f32], g: &Pad, b: usize, cin_p: usize, dst: &mut [f32]) {
     dst.fill(0.0);
     #[cfg(target_arch = "x86_64")]
     if wide() {
@@ -371,8 +390,8 @@ fn pad_channels_last(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]
 
 /// Channels `c0..` of image `b` into the zeroed `dst` of [`pad_channels_last`], one element at
 /// a time.
-fn pad_channels(x: &[f32], g: &Geo, b: usize, c0: usize, cin_p: usize, dst: &mut [f32]) {
-    let (hp, wp) = g.padded();
+fn pad_channels(x: &[f32], g: &Pad, b: usize, c0: usize, cin_p: usize, dst: &mut [f32]) {
+    let (hp, wp) = (g.hp, g.wp);
     for c in c0..g.c_in {
         let plane = &x[(b * g.c_in + c) * g.h * g.w..(b * g.c_in + c + 1) * g.h * g.w];
         for r in 0..hp {
@@ -396,9 +415,9 @@ fn pad_channels(x: &[f32], g: &Geo, b: usize, c0: usize, cin_p: usize, dst: &mut
 /// whole block one element at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pad_channels_last_avx512(x: &[f32], g: &Geo, b: usize, cin_p: usize, dst: &mut [f32]) {
+unsafe fn pad_channels_last_avx512(x: &[f32], g: &Pad, b: usize, cin_p: usize, dst: &mut [f32]) {
     use core::arch::x86_64::*;
-    let (hp, wp) = g.padded();
+    let (hp, wp) = (g.hp, g.wp);
     let n = g.w.min(wp.saturating_sub(g.pw));
     let whole = g.c_in / LANES * LANES;
     let plane = g.h * g.w;
@@ -445,16 +464,16 @@ struct Job<'a> {
 }
 
 /// Buffers of one worker.
-struct Scratch {
-    v: Vec<f32>,
-    m: Vec<f32>,
+pub(crate) struct Scratch {
+    pub(crate) v: Vec<f32>,
+    pub(crate) m: Vec<f32>,
 }
 
 impl Scratch {
     /// At least `v` and `m` elements (new ones zero: the output transform reads the padding
     /// lanes of `m` that the products leave alone; any finite or stale value there only
     /// reaches lanes that are never stored).
-    fn grow(&mut self, v: usize, m: usize) {
+    pub(crate) fn grow(&mut self, v: usize, m: usize) {
         if self.v.len() < v {
             self.v.resize(v, 0.0);
         }
@@ -475,13 +494,13 @@ struct TileAt {
 
 /// A buffer shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -492,7 +511,7 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
     let cin_p = round_up(g.c_in);
     let cout_p = round_up(g.c_out);
     let u = transform_weights(w, g, cout_p);
-    let xp = padded_input(x, g, cin_p);
+    let xp = padded_input(x, &g.pad(), g.batch, cin_p);
     let tiles = g.tiles();
     let (per_task, tasks) = split_tiles(tiles);
     let job = Job { xp: &xp, u: &u, bias, g, cin_p, cout_p, out: OutPtr(out.as_mut_ptr()) };
@@ -510,13 +529,12 @@ pub(crate) fn conv3x3(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geo, out: 
 }
 
 /// The input as zero-padded channels-last images `[batch][hp][wp][cin_p]`, an image per task.
-fn padded_input(x: &[f32], g: &Geo, cin_p: usize) -> Vec<f32> {
-    let (hp, wp) = g.padded();
-    let img = hp * wp * cin_p;
-    let mut xp = scratch(g.batch * img);
+pub(crate) fn padded_input(x: &[f32], g: &Pad, batch: usize, cin_p: usize) -> Vec<f32> {
+    let img = g.hp * g.wp * cin_p;
+    let mut xp = scratch(batch * img);
     let xpp = OutPtr(xp.as_mut_ptr());
     for_each_task(
-        g.batch,
+        batch,
         || (),
         move |_, b| {
             // SAFETY: image `b` of `xp` belongs to this task only
@@ -530,7 +548,7 @@ fn padded_input(x: &[f32], g: &Geo, cin_p: usize) -> Vec<f32> {
 /// Tasks for `tiles` tiles on this pool: at most `TILES` tiles each, at least `MIN_TILES`
 /// where more tasks balance the workers better, in whole rounds of the workers; returns
 /// (tiles per task, tasks).
-fn split_tiles(tiles: usize) -> (usize, usize) {
+pub(crate) fn split_tiles(tiles: usize) -> (usize, usize) {
     let workers = threads();
     let mut tasks = tiles.div_ceil(TILES).max((tiles / MIN_TILES).min(4 * workers)).max(1);
     if tasks > workers {
@@ -544,11 +562,11 @@ fn split_tiles(tiles: usize) -> (usize, usize) {
 std::thread_local! {
     /// The task buffers of this thread, grown to the largest convolution seen and kept (a
     /// fresh pair per task cost page faults, and run-to-run differences in where they landed).
-    static SCRATCH: core::cell::RefCell<Scratch> = const { core::cell::RefCell::new(Scratch { v: Vec::new(), m: Vec::new() }) };
+    pub(crate) static SCRATCH: core::cell::RefCell<Scratch> = const { core::cell::RefCell::new(Scratch { v: Vec::new(), m: Vec::new() }) };
 }
 
 /// `f(state, k)` for `k` in `0..n`, in parallel with rayon (one `init()` state per worker).
-fn for_each_task<S, I, F>(n: usize, init: I, f: F)
+pub(crate) fn for_each_task<S, I, F>(n: usize, init: I, f: F)
 where
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize) + Sync + Send,
@@ -595,7 +613,7 @@ unsafe fn run_task_avx2(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
 /// input `xp`, into `v` (blocks `xi_stride(cin_p)` apart, rows `cin_p` long).
 #[inline(always)]
 unsafe fn input_transform(xp: &[f32], g: &Geo, cin_p: usize, t0: usize, nt: usize, v: *mut f32) {
-    let (hp, wp) = g.padded();
+    let Pad { hp, wp, .. } = g.pad();
     let xpp = xp.as_ptr();
     for t in 0..nt {
         let TileAt { b, p0, q0, .. } = g.tile(t0 + t);
@@ -782,7 +800,7 @@ pub(crate) fn conv2d_weight_backward(x: FlexTensor, w_shape: &[usize], output_gr
 pub(crate) fn weight_grad3x3(x: &[f32], dy: &[f32], g: &Geo) -> Vec<f32> {
     let cin_p = round_up(g.c_in);
     let cout_p = round_up(g.c_out);
-    let xp = padded_input(x, g, cin_p);
+    let xp = padded_input(x, &g.pad(), g.batch, cin_p);
     let tiles = g.tiles();
     let chunks = tiles.div_ceil(TILES);
     let groups = chunks.min(2 * threads()).max(1);

@@ -99,6 +99,7 @@ mod conv_common;
 pub mod conv;
 pub(crate) mod conv2d_im2col;
 pub mod conv2d_winograd;
+pub mod conv2d_winograd_line;
 pub mod gemm_bf16;
 pub(crate) mod batch_norm;
 pub(crate) mod max_pool2d;

@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{batch_norm, conv, conv2d_im2col, conv2d_winograd, max_pool2d, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{batch_norm, conv, conv2d_im2col, conv2d_winograd, conv2d_winograd_line, max_pool2d, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -99,6 +99,13 @@ impl ModuleOps<Flex> for Flex {
             && conv2d_winograd::applies(x.layout().shape(), weight.layout().shape(), &options)
         {
             return conv2d_winograd::conv2d_forward(x, weight, bias, &options);
+        }
+        if x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
+            && conv2d_winograd_line::applies(x.layout().shape(), weight.layout().shape(), &options)
+        {
+            return conv2d_winograd_line::conv2d_forward(x, weight, bias, &options);
         }
         if conv2d_im2col::prefers_forward(x.layout().shape(), weight.layout().shape(), &options) {
             match x.dtype() {
@@ -221,6 +228,14 @@ impl ModuleOps<Flex> for Flex {
         {
             let x_shape = x.layout().shape().clone();
             return conv2d_winograd::conv2d_x_backward(&x_shape, weight, output_grad, &options);
+        }
+        if x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && output_grad.dtype() == DType::F32
+            && conv2d_winograd_line::applies_x_backward(x.layout().shape(), weight.layout().shape(), &options)
+        {
+            let x_shape = x.layout().shape().clone();
+            return conv2d_winograd_line::conv2d_x_backward(&x_shape, weight, output_grad, &options);
         }
         match output_grad.dtype() {
             DType::F32 => conv2d_x_backward_typed::<f32>(x, weight, output_grad, &options),
