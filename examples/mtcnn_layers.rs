@@ -27,6 +27,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let d = Device::flex();
+    // as `align` and `detect` run (FACENET_WINOGRAD=0: the im2col kernel)
+    burn_flex::set_conv_winograd(std::env::var("FACENET_WINOGRAD").as_deref() != Ok("0"));
     let cases: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
         // name, n, cin, h, w, cout, k
         ("pnet conv1 532x768", 1, 3, 532, 768, 10, 3),

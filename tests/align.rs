@@ -41,9 +41,12 @@ fn weights() -> Option<PathBuf> {
     }
 }
 
+/// The detector, computing as `align` and `detect` do: with the Winograd 3x3 kernel
+/// (`FACENET_WINOGRAD=0` checks the im2col kernel instead).
 fn detector() -> Option<&'static Mtcnn> {
     static M: OnceLock<Option<Mtcnn>> = OnceLock::new();
     M.get_or_init(|| {
+        burn_flex::set_conv_winograd(std::env::var("FACENET_WINOGRAD").as_deref() != Ok("0"));
         let d = weights()?;
         Some(Mtcnn::new(load_nets(&d, &Device::flex()).unwrap(), DetectorConfig::default()))
     })

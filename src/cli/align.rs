@@ -8,6 +8,7 @@ use super::limits::{self, MAX_CROP_SIZE, MAX_MARGIN};
 use crate::align::{align_dataset, load_detector, AlignOptions, Shard};
 use crate::data::dataset::expand_tilde;
 use crate::util::device::DeviceArg;
+use crate::util::precision::{set_precision, Precision};
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -69,6 +70,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
         progress: true,
     };
     let device = a.device.open()?;
+    set_precision(Precision::F32, &device)?;
     eprintln!("Creating networks and loading parameters on {}", device.description);
     let mtcnn = load_detector(config, &device.device)?;
     let summary = align_dataset(&opts, &mtcnn).with_context(|| format!("aligning {}", a.input_dir))?;

@@ -21,7 +21,7 @@ use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::devices::DeviceList;
 use crate::util::median;
-use crate::util::precision::{current_precision, set_precision, winograd_on, PrecisionArg};
+use crate::util::precision::{current_precision, set_precision, winograd_on, Precision, PrecisionArg};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -383,6 +383,7 @@ fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize) -> R
 fn align(b: AlignBenchArgs) -> Result<()> {
     let images = if b.images.is_empty() { crate::demo::samples::ensure_samples()? } else { b.images };
     let chosen = b.device.open()?;
+    set_precision(Precision::F32, &chosen)?;
     let mtcnn = crate::align::load_detector(crate::align::DetectorConfig::default(), &chosen.device)?;
     let r = crate::align::bench_align(&images, &mtcnn, b.repeats)?;
     print!("bench {r}");

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::align::{load_detector, DetectorConfig, Face};
 use crate::data::image_io::load_rgb;
 use crate::util::device::DeviceArg;
+use crate::util::precision::{set_precision, Precision};
 
 /// The detector's parameters (shared by `detect` and `align`).
 #[derive(Args, Debug, Clone)]
@@ -92,7 +93,9 @@ pub fn faces_json(image: &str, faces: &[Face]) -> String {
 }
 
 pub fn run(a: DetectArgs) -> Result<()> {
-    let mtcnn = load_detector(a.detector.config()?, &a.device.open()?.device)?;
+    let chosen = a.device.open()?;
+    set_precision(Precision::F32, &chosen)?;
+    let mtcnn = load_detector(a.detector.config()?, &chosen.device)?;
     let mut failed = 0;
     for path in &a.images {
         let shown = path.display().to_string();

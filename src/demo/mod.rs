@@ -27,7 +27,7 @@ use crate::train::options::TrainOptions;
 use crate::train::{train_with_console, Console, TrainSummary};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceSpec;
-use crate::util::precision::{check_precision, Precision};
+use crate::util::precision::{check_precision, set_precision, Precision};
 
 /// The demo's knobs; the defaults are the few-minute CPU run.
 #[derive(Clone, Debug)]
@@ -110,6 +110,8 @@ pub fn run_demo(o: &DemoOptions) -> Result<DemoResult> {
     let mut timings = Vec::new();
     let chosen = o.device.open()?;
     check_precision(o.precision, &chosen)?;
+    // MTCNN in f32 (training sets `o.precision`)
+    set_precision(Precision::F32, &chosen)?;
     println!("Device: {}, {} matrix products", chosen.description, o.precision);
     let device = &chosen.device;
 

@@ -90,14 +90,16 @@ pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), Precis
 }
 
 /// Makes every later matrix product of this process compute in `p` on `chosen` (the
-/// command's one device), or says why it cannot (and changes nothing). The commands that run
-/// Inception-ResNet (`train`, `embed`, `validate`, `compare`, `bench train|embed`) call it;
-/// MTCNN (`align`, `detect`) does not: its small convolutions are faster without Winograd.
+/// command's one device), or says why it cannot (and changes nothing). Every command that runs
+/// a network calls it at its edge: Inception-ResNet (`train`, `embed`, `validate`, `compare`,
+/// `demo`, `bench train|embed`) with the `--precision` asked for, MTCNN (`align`, `detect`,
+/// `bench align`, the demo's photos) with f32.
 ///
-/// With f32 on the CPU backend it also turns on the Winograd F(4x4, 3x3) kernel for the 3x3
-/// stride-1 convolutions and their input gradients (2.5-4x faster per layer; equal up to
-/// rounding, order 1e-6 relative, not bit for bit; same bits run to run), unless
-/// `$FACENET_WINOGRAD` is `0`, `off`, `false` or `no`. Weight gradients stay im2col + GEMM.
+/// With f32 on the CPU backend it also turns on the Winograd kernels: F(4x4, 3x3) for the 3x3
+/// stride-1 convolutions of at least 16 channels in and out, their input and weight gradients,
+/// and F(4, 7) for the 1x7 and 7x1 ones and their input gradients (2.5-4x faster per layer;
+/// equal up to rounding, order 1e-6..1e-5 relative, not bit for bit; same bits run to run),
+/// unless `$FACENET_WINOGRAD` is `0`, `off`, `false` or `no`.
 pub fn set_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
     check_precision(p, chosen)?;
     #[cfg(feature = "flex")]

@@ -3,9 +3,11 @@
 //! channel counts that are not whole vectors, symmetric, asymmetric ('SAME') and no padding,
 //! with and without bias, each differing from the im2col kernel's result (so it ran); the
 //! convolutions it must leave to the other kernels (stride 2, 1x1, groups, bf16 products, maps
-//! under 3x3 outputs); the same bits on every run and for any thread count. The input and
-//! weight gradients of the same convolutions likewise (the weight gradient's sums over tiles
-//! the same bits on every run; paddings over 2 leave the input gradient to im2col).
+//! under 3x3 outputs, under 16 channels in or out); the same bits on every run and for any
+//! thread count. The input and weight gradients of the same convolutions likewise (the weight
+//! gradient's sums over tiles the same bits on every run; paddings over 2 leave the input
+//! gradient to im2col). The 1x7 and 7x1 kernel F(4, 7) (`ops/conv2d_winograd_line.rs`)
+//! likewise, forward and input gradient.
 //!
 //! A file of its own: the switch is process-wide, and these tests turn it on.
 
@@ -84,7 +86,7 @@ fn cases() -> Vec<Case> {
         // whole tiles, whole vectors, 'same' padding
         c(2, 16, 32, 8, 8, [(1, 1), (1, 1)], true),
         // no padding, sizes that are not whole tiles (9 -> 7), channels not whole vectors
-        c(3, 5, 7, 9, 9, [(0, 0), (0, 0)], false),
+        c(3, 17, 23, 9, 9, [(0, 0), (0, 0)], false),
         // TF 'SAME' on an even size with stride 1 pads one each side; asymmetric padding too
         c(2, 20, 33, 10, 7, [(0, 2), (1, 1)], true),
         // the network's stem shapes in small: 32 channels, 13x13 'valid' and 'same'
@@ -283,8 +285,9 @@ fn bf16_products_keep_the_im2col_kernel() {
 
 #[test]
 fn other_convolutions_are_left_to_the_other_kernels() {
-    // stride 2, 1x1, two groups, and a map under 3x3 outputs: all exact as before (the im2col
-    // and flex kernels are within 1e-6 of the definition; Winograd's error would show)
+    // stride 2, 1x1, two groups, a map under 3x3 outputs, fewer than 16 channels in or out:
+    // all exact as before (the im2col and flex kernels are within 1e-6 of the definition;
+    // Winograd's error would show)
     let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     set_conv_winograd(true);
     set_gemm_precision(GemmPrecision::F32);
@@ -294,6 +297,9 @@ fn other_convolutions_are_left_to_the_other_kernels() {
         ("1x1", &big, 1, 1, 1),
         ("groups 2", &big, 1, 2, 3),
         ("2x2 outputs", &Case { batch: 2, c_in: 64, c_out: 64, h: 4, w: 4, pad: [(0, 0), (0, 0)], bias: true }, 1, 1, 3),
+        // under 16 input or output channels (MTCNN's first layers: 3 in; P-Net's second: 10 in)
+        ("3 channels in", &Case { batch: 2, c_in: 3, c_out: 28, h: 24, w: 24, pad: [(0, 0), (0, 0)], bias: true }, 1, 1, 3),
+        ("10 channels out", &Case { batch: 2, c_in: 32, c_out: 10, h: 12, w: 12, pad: [(1, 1), (1, 1)], bias: true }, 1, 1, 3),
     ] {
         let (y, want) = run(case, stride, groups, [k, k]);
         let err = relative_error(&y, &want);

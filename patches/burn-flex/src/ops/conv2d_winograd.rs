@@ -34,10 +34,12 @@ use crate::{FlexTensor, Layout};
 
 static WINOGRAD: AtomicBool = AtomicBool::new(false);
 
-/// Makes every later f32 3x3 stride-1 convolution of this process (one group, maps of at least
-/// 3x3 outputs, f32 matrix products), its forward and its input and weight gradients, run as
-/// Winograd F(4x4, 3x3): about 2.5-4x faster on a CPU, equal up to rounding (order 1e-6
-/// relative; gradients within 5e-5), not bit for bit. Off by default.
+/// Makes every later f32 3x3 stride-1 convolution of this process (one group, at least 16 input
+/// and output channels, maps of at least 3x3 outputs, f32 matrix products), its forward and its
+/// input and weight gradients, run as Winograd F(4x4, 3x3): about 2.5-4x faster on a CPU,
+/// equal up to rounding (order 1e-6 relative; gradients within 5e-5), not bit for bit; and the
+/// 1x7 and 7x1 ones (forward and input gradient) as F(4, 7) along the kernel
+/// (`conv2d_winograd_line.rs`). Off by default.
 pub fn set_conv_winograd(on: bool) {
     WINOGRAD.store(on, Ordering::Relaxed);
 }
@@ -75,8 +77,14 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
     kernel_applies(x_shape, w_shape, options) && out_size(x_shape, options, 0) >= 3 && out_size(x_shape, options, 1) >= 3
 }
 
+/// Fewest input and output channels: with fewer (the 3-channel first layers of MTCNN's nets,
+/// P-Net's 10 -> 16) the transforms of 16-channel vectors and the short products cost more
+/// than the multiply-adds saved (R-Net's first layer: 5.7 ms im2col, 17.6 ms Winograd).
+const MIN_CHANNELS: usize = 16;
+
 /// What the forward and both gradients need: Winograd on, f32 products (not bf16), 4-D
-/// tensors, a 3x3 kernel over all input channels, stride and dilation 1, one group.
+/// tensors, a 3x3 kernel over all input channels, stride and dilation 1, one group, at least
+/// [`MIN_CHANNELS`] input and output channels.
 fn kernel_applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
     if !on_for_f32() {
         return false;
@@ -89,6 +97,7 @@ fn kernel_applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>
         && options.stride == [1, 1]
         && options.dilation == [1, 1]
         && w_shape[1] == x_shape[1]
+        && w_shape[0].min(w_shape[1]) >= MIN_CHANNELS
 }
 
 /// Output positions along `axis` (0: rows, 1: columns) of a 3x3 stride-1 convolution.
