@@ -7,7 +7,7 @@
 //! thread count. The input and weight gradients of the same convolutions likewise (the weight
 //! gradient's sums over tiles the same bits on every run; paddings over 2 leave the input
 //! gradient to im2col). The 1x7 and 7x1 kernel F(4, 7) (`ops/conv2d_winograd_line.rs`)
-//! likewise, forward and both gradients.
+//! likewise, forward and input gradient.
 //!
 //! A file of its own: the switch is process-wide, and these tests turn it on.
 
@@ -346,18 +346,12 @@ fn line_winograd_matches_the_definition() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let (one, _) = pool.install(|| run(&case, 1, 1, k));
         assert_eq!(y, one, "{what}: one thread and many differ");
-        // both gradients run here too
+        // the input gradient runs here too; the weight gradient stays with im2col (same bits)
         let grads = run_backward_k(&case, k);
-        for (name, y, im2col, want) in
-            [("dx", &grads.dx, &direct_grads.dx, &direct_grads.want_dx), ("dw", &grads.dw, &direct_grads.dw, &direct_grads.want_dw)]
-        {
-            assert_ne!(y, im2col, "{what}: {name}: the Winograd kernel did not run");
-            assert!(relative_error(im2col, want) < 1e-6, "{what}: {name}: im2col");
-            let err = relative_error(y, want);
-            assert!(err < 5e-5, "{what}: {name} relative error {err:e}");
-        }
-        let again = run_backward_k(&case, k);
-        assert_eq!((&grads.dx, &grads.dw), (&again.dx, &again.dw), "{what}: gradients: two runs differ");
+        assert_ne!(grads.dx, direct_grads.dx, "{what}: dx: the Winograd kernel did not run");
+        let err = relative_error(&grads.dx, &grads.want_dx);
+        assert!(err < 5e-5, "{what}: dx relative error {err:e}");
+        assert_eq!(grads.dw, direct_grads.dw, "{what}: dw is im2col's");
         let one = pool.install(|| run_backward_k(&case, k));
         assert_eq!(grads.dx, one.dx, "{what}: dx: one thread and many differ");
         // the AVX2+FMA code gives the same bits
@@ -367,7 +361,6 @@ fn line_winograd_matches_the_definition() {
         set_conv_winograd_narrow(false);
         assert_eq!(y, narrow, "{what}: AVX2 forward");
         assert_eq!(grads.dx, narrow_grads.dx, "{what}: AVX2 dx");
-        assert_eq!(grads.dw, narrow_grads.dw, "{what}: AVX2 dw");
     }
 }
 
@@ -392,8 +385,6 @@ fn line_winograd_leaves_other_kernels_alone() {
             let grads = run_backward_k(&case, k);
             let err = relative_error(&grads.dx, &grads.want_dx);
             assert!(err < 1e-6, "{what}: dx relative error {err:e}");
-            let err = relative_error(&grads.dw, &grads.want_dw);
-            assert!(err < 1e-6, "{what}: dw relative error {err:e}");
         }
     }
 }

@@ -19,17 +19,17 @@
 //! error. Same bits on every run and for any number of threads.
 //!
 //! The buffers, tasks and the channels-last copy of the input are the 3x3 kernel's
-//! (`conv2d_winograd.rs`). The gradients run here too: the input gradient is the same kernel on
-//! the output gradient (taps reversed), the weight gradient has its own tasks (end of file).
+//! (`conv2d_winograd.rs`). The input gradient runs here too (the same kernel on the output
+//! gradient, the kernel reversed); the weight gradient stays with im2col.
 
 use std::sync::OnceLock;
 
 use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape};
 
-use super::conv2d_im2col::{scratch, threads};
+use super::conv2d_im2col::scratch;
 use super::conv2d_winograd::{
-    for_each_task, on_for_f32, padded_input, round_up, split_tiles, vfma, xi_stride, OutPtr, Pad, Scratch, Vf, LANES, SCRATCH, TILES,
+    for_each_task, on_for_f32, padded_input, round_up, split_tiles, vfma, xi_stride, OutPtr, Pad, Scratch, Vf, LANES, SCRATCH,
 };
 use crate::{FlexTensor, Layout};
 use alloc::vec;
@@ -74,11 +74,6 @@ pub(crate) fn applies(x_shape: &[usize], w_shape: &[usize], options: &ConvOption
         let (begin, end) = options.padding[a];
         (x_shape[2 + a] + begin + end).saturating_sub(R - 1) >= M
     })
-}
-
-/// Whether the weight gradient of this convolution runs here: as [`applies`].
-pub(crate) fn applies_weight_backward(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> bool {
-    applies(x_shape, w_shape, options)
 }
 
 /// Whether the input gradient of this convolution runs here: [`long_axis`], and an input of at
@@ -379,14 +374,20 @@ unsafe fn run_task_avx2(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
     unsafe { run_task_body(job, t0, t1, s) }
 }
 
-/// `V[xi][t][c] = (B^T d_{t,c})_xi` for tiles `t0..t0 + nt` of the padded channels-last input
-/// `xp`, into `v` (blocks `xi_stride(cin_p)` apart, rows `cin_p` long).
+/// One task: the input transform of its tiles, the `N` products, the output transform into
+/// the output planes.
 #[inline(always)]
-unsafe fn input_transform(xp: &[f32], g: &Line, tr: &Transforms, cin_p: usize, t0: usize, nt: usize, v: *mut f32) {
+unsafe fn run_task_body(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
+    let Job { xp, u, bias, g, t: tr, cin_p, cout_p, out } = *job;
+    let out = out.get();
+    let nt = t1 - t0;
+    let v = s.v.as_mut_ptr();
+    let m = s.m.as_mut_ptr();
     let Pad { hp, wp, .. } = g.pad();
     // consecutive inputs of a tile: channels-last columns, or rows
     let step_in = if g.axis == 1 { cin_p } else { wp * cin_p };
     let xpp = xp.as_ptr();
+    // input transform: V[xi][t][c] = (B^T d)_xi
     for t in 0..nt {
         let TileAt { b, r, c, .. } = g.tile(t0 + t);
         let base = ((b * hp + r) * wp + c) * cin_p;
@@ -402,18 +403,6 @@ unsafe fn input_transform(xp: &[f32], g: &Line, tr: &Transforms, cin_p: usize, t
             }
         }
     }
-}
-
-/// One task: the input transform of its tiles, the `N` products, the output transform into
-/// the output planes.
-#[inline(always)]
-unsafe fn run_task_body(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
-    let Job { xp, u, bias, g, t: tr, cin_p, cout_p, out } = *job;
-    let out = out.get();
-    let nt = t1 - t0;
-    let v = s.v.as_mut_ptr();
-    let m = s.m.as_mut_ptr();
-    unsafe { input_transform(xp, g, tr, cin_p, t0, nt, v) };
     // N products M_xi = V_xi * U_xi
     for xi in 0..N {
         unsafe {
@@ -464,193 +453,6 @@ unsafe fn run_task_body(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
                     unsafe { *dst.add(l * plane + i * step_out) = *val };
                 }
             }
-        }
-    }
-}
-
-// ---- weight gradient -------------------------------------------------------------------
-//
-// A tile's outputs are `y = A^T [sum_c U_c . V_c]` with `U_c = G g_c`, so the gradient of a
-// loss with respect to the kernel `g_c` is `G^T [sum_tiles (A dy) . V_c]`: the output
-// gradient's tiles transformed by `A` (4 -> 10), the input's by `B^T` as in the forward, and
-// for each of the 10 points one product `dU_xi [c_out x c_in] = Z_xi^T [c_out x tiles] *
-// V_xi [tiles x c_in]` over all tiles, then `G^T` (10 -> 7) per kernel.
-
-/// The weight gradient `[c_out, c_in, kh, kw]` of a convolution for which
-/// [`applies_weight_backward`] holds: along the long axis
-/// `dw[o, c, k] = sum_{b, positions p} dy[b, o, p] * x[b, c, p + k - begin]`.
-pub(crate) fn conv2d_weight_backward(x: FlexTensor, w_shape: &[usize], output_grad: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
-    let x = x.to_contiguous();
-    let grad = output_grad.to_contiguous();
-    let xs = x.layout().shape().clone();
-    let gs = grad.layout().shape().clone();
-    let axis = long_axis(&xs, w_shape, options).expect("conv2d_weight_backward called where applies_weight_backward() holds");
-    let g = Line {
-        batch: xs[0],
-        c_in: xs[1],
-        c_out: w_shape[0],
-        h: xs[2],
-        w: xs[3],
-        ho: gs[2],
-        wo: gs[3],
-        axis,
-        begin: options.padding[axis].0,
-    };
-    let dw = weight_grad(x.storage(), grad.storage(), &g);
-    FlexTensor::new(Bytes::from_elems(dw), Layout::contiguous(Shape::from(w_shape.to_vec())), burn_backend::DType::F32)
-}
-
-/// The weight gradient `[c_out][c_in][R]`. Chunks of `TILES` consecutive tiles; each of up to
-/// two groups of consecutive chunks per worker sums its chunks' products in its own `dU`, and
-/// the groups' sums are added in order: the same bits on every run with the same number of
-/// workers.
-fn weight_grad(x: &[f32], dy: &[f32], g: &Line) -> Vec<f32> {
-    let tr = transforms();
-    let cin_p = round_up(g.c_in);
-    let cout_p = round_up(g.c_out);
-    let xp = padded_input(x, &g.pad(), g.batch, cin_p);
-    let tiles = g.tiles();
-    let chunks = tiles.div_ceil(TILES);
-    let groups = chunks.min(2 * threads()).max(1);
-    let per_group = N * g.c_out * g.c_in;
-    // every group has a chunk, whose product writes its whole `dU` first
-    let mut partials = scratch(groups * per_group);
-    let pp = OutPtr(partials.as_mut_ptr());
-    let job = GradJob { xp: &xp, dy, g, tr, cin_p, cout_p };
-    for_each_task(
-        groups,
-        || (),
-        move |_, gi| {
-            let (c0, c1) = (gi * chunks / groups, (gi + 1) * chunks / groups);
-            SCRATCH.with(|cell| {
-                let s = &mut *cell.borrow_mut();
-                s.grow(N * xi_stride(cin_p), N * xi_stride(cout_p));
-                for c in c0..c1 {
-                    let (t0, t1) = (c * TILES, ((c + 1) * TILES).min(tiles));
-                    // SAFETY: group `gi`'s `dU` belongs to this task only
-                    unsafe { grad_chunk(&job, t0, t1, c > c0, s, pp.get().add(gi * per_group)) };
-                }
-            });
-        },
-    );
-    let mut dw = scratch(g.c_out * g.c_in * R);
-    let dwp = OutPtr(dw.as_mut_ptr());
-    let partials = &partials[..];
-    for_each_task(
-        g.c_out,
-        || (),
-        move |_, o| {
-            // SAFETY: the kernels of output channel `o` belong to this task only
-            let dst = unsafe { core::slice::from_raw_parts_mut(dwp.get().add(o * g.c_in * R), g.c_in * R) };
-            for c in 0..g.c_in {
-                let du: [f32; N] = core::array::from_fn(|xi| {
-                    let at = (xi * g.c_out + o) * g.c_in + c;
-                    (1..groups).fold(partials[at], |sum, gi| sum + partials[gi * per_group + at])
-                });
-                // G^T dU
-                for (k, e) in dst[c * R..(c + 1) * R].iter_mut().enumerate() {
-                    *e = tr.g.iter().zip(&du).map(|(gx, d)| gx[k] * *d as f64).sum::<f64>() as f32;
-                }
-            }
-        },
-    );
-    dw
-}
-
-/// What every chunk of one weight gradient reads.
-#[derive(Clone, Copy)]
-struct GradJob<'a> {
-    xp: &'a [f32],
-    /// The output gradient, `[batch, c_out, ho, wo]`.
-    dy: &'a [f32],
-    g: &'a Line,
-    tr: &'a Transforms,
-    cin_p: usize,
-    cout_p: usize,
-}
-
-/// One chunk (tiles `t0..t1`) into `du` (`[N][c_out][c_in]`; added to it when `accumulate`),
-/// with the widest vectors this CPU has.
-unsafe fn grad_chunk(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::conv2d_winograd::wide() {
-            return unsafe { grad_chunk_avx512(job, t0, t1, accumulate, s, du) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return unsafe { grad_chunk_avx2(job, t0, t1, accumulate, s, du) };
-        }
-    }
-    unsafe { grad_chunk_body(job, t0, t1, accumulate, s, du) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn grad_chunk_avx512(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
-    unsafe { grad_chunk_body(job, t0, t1, accumulate, s, du) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn grad_chunk_avx2(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
-    unsafe { grad_chunk_body(job, t0, t1, accumulate, s, du) }
-}
-
-#[inline(always)]
-unsafe fn grad_chunk_body(job: &GradJob, t0: usize, t1: usize, accumulate: bool, s: &mut Scratch, du: *mut f32) {
-    let GradJob { xp, dy, g, tr, cin_p, cout_p } = *job;
-    let nt = t1 - t0;
-    let v = s.v.as_mut_ptr();
-    let z = s.m.as_mut_ptr();
-    unsafe { input_transform(xp, g, tr, cin_p, t0, nt, v) };
-    // output-gradient transform: Z[xi][t][o] = (A dy)_xi, positions past the map zero
-    let plane = g.ho * g.wo;
-    let step_out = if g.axis == 1 { 1 } else { g.wo };
-    for t in 0..nt {
-        let TileAt { b, r, c, valid } = g.tile(t0 + t);
-        for ob in (0..cout_p).step_by(LANES) {
-            let lanes = (g.c_out - ob).min(LANES);
-            let src = unsafe { dy.as_ptr().add((b * g.c_out + ob) * plane + r * g.wo + c) };
-            let mut y = [[0f32; LANES]; M];
-            for (i, yi) in y.iter_mut().enumerate().take(valid) {
-                for (l, e) in yi.iter_mut().enumerate().take(lanes) {
-                    // SAFETY: output position `i` of the tile, channel ob + l < c_out
-                    *e = unsafe { *src.add(l * plane + i * step_out) };
-                }
-            }
-            for xi in 0..N {
-                let mut acc = [0f32; LANES];
-                for (i, yi) in y.iter().enumerate() {
-                    acc = vfma(acc, tr.at[i][xi], *yi);
-                }
-                unsafe { *(z.add(xi * xi_stride(cout_p) + t * cout_p + ob) as *mut Vf) = acc };
-            }
-        }
-    }
-    // N products dU_xi (+)= Z_xi^T V_xi
-    for xi in 0..N {
-        unsafe {
-            gemm::gemm(
-                g.c_out,
-                g.c_in,
-                nt,
-                du.add(xi * g.c_out * g.c_in),
-                1,
-                g.c_in as isize,
-                accumulate,
-                z.add(xi * xi_stride(cout_p)),
-                cout_p as isize,
-                1,
-                v.add(xi * xi_stride(cin_p)),
-                1,
-                cin_p as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
         }
     }
 }

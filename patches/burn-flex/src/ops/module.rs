@@ -262,14 +262,6 @@ impl ModuleOps<Flex> for Flex {
             let w_shape = weight.layout().shape().clone();
             return conv2d_winograd::conv2d_weight_backward(x, &w_shape, output_grad, &options);
         }
-        if x.dtype() == DType::F32
-            && weight.dtype() == DType::F32
-            && output_grad.dtype() == DType::F32
-            && conv2d_winograd_line::applies_weight_backward(x.layout().shape(), weight.layout().shape(), &options)
-        {
-            let w_shape = weight.layout().shape().clone();
-            return conv2d_winograd_line::conv2d_weight_backward(x, &w_shape, output_grad, &options);
-        }
         match output_grad.dtype() {
             DType::F32 => conv2d_weight_backward_typed::<f32>(x, weight, output_grad, &options),
             DType::F64 => conv2d_weight_backward_typed::<f64>(x, weight, output_grad, &options),
