@@ -7,7 +7,7 @@
 //! `M_xi [tiles x c_out] = V_xi [tiles x c_in] * U_xi [c_in x c_out]`: 10 products for 4
 //! outputs instead of 7 per output (2.8x fewer multiply-adds than the im2col product), and no
 //! im2col block (7x the input) to write. These are the 1x7 and 7x1 convolutions of
-//! Inception-ResNet-v1's 17x17 blocks (block17).
+//! Inception-ResNet-v1's block17 (17x17 maps at 299 px input, 8x8 at 160).
 //!
 //! The transforms come from the Toom-Cook construction with the points
 //! `0, +-1, +-2, +-1/2, +-3/2, infinity` (computed once, in f64): `B^T` is the transposed
