@@ -658,31 +658,7 @@ unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &m
     // input transform: V[xi][t][c]
     unsafe { input_transform(xp, g, cin_p, t0, nt, v) };
     // 36 products M_xi = V_xi * U_xi
-    for xi in 0..XI {
-        unsafe {
-            gemm::gemm(
-                nt,
-                g.c_out,
-                g.c_in,
-                m.add(xi * xi_stride(cout_p)),
-                1,
-                cout_p as isize,
-                false,
-                v.add(xi * xi_stride(cin_p)),
-                1,
-                cin_p as isize,
-                u.as_ptr().add(xi * g.c_in * cout_p),
-                1,
-                cout_p as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    }
+    unsafe { point_products(XI, nt, g.c_in, g.c_out, cin_p, cout_p, v, u, m) };
     // output transform: Y = A^T M A, into the output planes
     let plane = g.ho * g.wo;
     for t in 0..nt {
@@ -714,6 +690,50 @@ unsafe fn run_task_body<const WIDE: bool>(job: &Job, t0: usize, t1: usize, s: &m
                 continue;
             }
             unsafe { store_tile(&y, &shape, dst) };
+        }
+    }
+}
+
+/// `M_xi [nt x c_out] = V_xi [nt x c_in] * U_xi [c_in x c_out]` for the `points` transform points
+/// of a task: `V_xi` at `v + xi * xi_stride(cin_p)` (rows `cin_p` apart), `U_xi` at
+/// `u + xi * c_in * cout_p` (rows `cout_p` apart), `M_xi` written at `m + xi * xi_stride(cout_p)`
+/// (rows `cout_p` apart); single-threaded (the tasks are the parallelism).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn point_products(
+    points: usize,
+    nt: usize,
+    c_in: usize,
+    c_out: usize,
+    cin_p: usize,
+    cout_p: usize,
+    v: *const f32,
+    u: &[f32],
+    m: *mut f32,
+) {
+    for xi in 0..points {
+        unsafe {
+            gemm::gemm(
+                nt,
+                c_out,
+                c_in,
+                m.add(xi * xi_stride(cout_p)),
+                1,
+                cout_p as isize,
+                false,
+                v.add(xi * xi_stride(cin_p)),
+                1,
+                cin_p as isize,
+                u.as_ptr().add(xi * c_in * cout_p),
+                1,
+                cout_p as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
 }

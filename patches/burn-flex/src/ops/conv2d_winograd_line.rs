@@ -29,7 +29,8 @@ use burn_std::{Bytes, Shape};
 
 use super::conv2d_im2col::scratch;
 use super::conv2d_winograd::{
-    for_each_task, on_for_f32, padded_input, round_up, split_tiles, vfma, xi_stride, OutPtr, Pad, Scratch, Vf, LANES, SCRATCH,
+    for_each_task, on_for_f32, padded_input, point_products, round_up, split_tiles, vfma, xi_stride, OutPtr, Pad, Scratch, Vf, LANES,
+    SCRATCH,
 };
 use crate::{FlexTensor, Layout};
 use alloc::vec;
@@ -404,31 +405,7 @@ unsafe fn run_task_body(job: &Job, t0: usize, t1: usize, s: &mut Scratch) {
         }
     }
     // N products M_xi = V_xi * U_xi
-    for xi in 0..N {
-        unsafe {
-            gemm::gemm(
-                nt,
-                g.c_out,
-                g.c_in,
-                m.add(xi * xi_stride(cout_p)),
-                1,
-                cout_p as isize,
-                false,
-                v.add(xi * xi_stride(cin_p)),
-                1,
-                cin_p as isize,
-                u.as_ptr().add(xi * g.c_in * cout_p),
-                1,
-                cout_p as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    }
+    unsafe { point_products(N, nt, g.c_in, g.c_out, cin_p, cout_p, v, u, m) };
     // output transform: y = A^T m, into the output planes
     let plane = g.ho * g.wo;
     let step_out = if g.axis == 1 { 1 } else { g.wo };
