@@ -126,6 +126,7 @@ fn training_steps_agree_with_the_cpu() {
             .collect();
         let (c, g) = (&values[0], &values[1]);
         for (name, a, b) in [("total", c.total, g.total), ("xent", c.xent, g.xent), ("reg", c.reg, g.reg), ("center", c.center, g.center)] {
+            eprintln!("step {k} {name}: cpu {a} device {b}, relative difference {:.2e}", rel(a, b));
             assert!(rel(a, b) < 1e-3, "step {k} {name}: cpu {a} gpu {b}");
         }
     }
@@ -133,6 +134,7 @@ fn training_steps_agree_with_the_cpu() {
     for (i, (a, b)) in wc.iter().zip(&wg).enumerate() {
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
         let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+        eprintln!("weights {i}: max difference {:.2e} of the scale", diff / scale);
         assert!(diff <= 1e-3 * scale, "weights {i}: max difference {diff} at scale {scale}");
     }
     let (cc, cg) = (steps[0].centers().values().unwrap(), steps[1].centers().values().unwrap());
@@ -175,6 +177,7 @@ fn inference_embeddings_agree_with_the_cpu() {
 fn parity_with_the_cpu_including_training_steps() {
     let Some(gpu) = gpu() else { return };
     let p = device_parity(&small_config(), &Device::flex(), &gpu.device, 4, 64).unwrap();
+    eprintln!("{p:?}");
     assert!(p.embedding_cosine_min >= 0.9999, "{p:?}");
     assert!(p.first_step_loss_rel < 1e-3 && p.second_step_loss_rel < 1e-3, "{p:?}");
 }
@@ -257,8 +260,13 @@ fn train_and_embed_run_on_the_device() {
     let run = std::fs::read_dir(&logs).unwrap().next().unwrap().unwrap().path();
     let args = std::fs::read_to_string(run.join("arguments.txt")).unwrap();
     assert!(args.lines().any(|l| l == format!("device: {spec}")), "{args}");
+    // on a GPU the steps are read back a window at a time by default
+    assert!(args.lines().any(|l| l == "sync_every: 10"), "{args}");
+    let steps = std::fs::read_to_string(run.join("steps.csv")).unwrap();
+    assert_eq!(steps.lines().count(), 1 + 2, "{steps}");
     let model = std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path();
-    let image = syn.join("train").read_dir().unwrap().next().unwrap().unwrap().path();
+    let identity = syn.join("train").read_dir().unwrap().next().unwrap().unwrap().path();
+    let image = identity.read_dir().unwrap().next().unwrap().unwrap().path();
     let embed = |device: &str| -> Vec<f64> {
         let npy = home.path().join(format!("emb-{}.npy", device.replace(':', "-")));
         run_ok(facenet().arg("embed").arg(&image).arg("--model").arg(&model).args(["--device", device]).arg("-o").arg(&npy));

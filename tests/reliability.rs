@@ -103,6 +103,22 @@ fn a_diverging_learning_rate_rolls_back_or_stops_and_never_saves_non_finite_valu
     assert_eq!(epochs.len(), 3);
     assert!(epochs[2][1].parse::<f64>().unwrap().is_finite());
 
+    // A again, its steps read back 2 at a time: windows with non-finite steps are undone and
+    // run one step at a time, so the same steps are refused and the run ends the same
+    let (logs_w, models_w) = (tmp.path().join("w/logs"), tmp.path().join("w/models"));
+    let mut w = with_schedule(&logs_w, &models_w);
+    w.extend(["--nonfinite_lr_factor", "1e-31", "--sync_every", "2"].map(String::from));
+    let (_, stderr_w) = run_ok(facenet().args(&w));
+    let warnings = |s: &str| s.lines().filter(|l| l.starts_with("warning: step")).map(String::from).collect::<Vec<_>>();
+    assert!(!warnings(&stderr).is_empty());
+    assert_eq!(warnings(&stderr_w), warnings(&stderr), "{stderr_w}");
+    let steps_w = csv(&only_subdir(&logs_w).join("steps.csv"));
+    assert_eq!(steps_w.len(), steps.len());
+    for (a, b) in steps.iter().zip(&steps_w) {
+        assert_eq!(a[..10], b[..10]);
+    }
+    assert_same_checkpoint(&run, &only_subdir(&models_w), "ckpt-000002");
+
     // B: no rollback (factor 0): a clear stop naming the checkpoint and the resume command
     let (logs, models) = (tmp.path().join("b/logs"), tmp.path().join("b/models"));
     let mut a = with_schedule(&logs, &models);
@@ -134,6 +150,8 @@ fn sigterm_mid_epoch_checkpoints_exits_0_and_resumes_exactly() {
     let (logs_b, models_b) = (tmp.path().join("b/logs"), tmp.path().join("b/models"));
     let mut b = args(&data, &logs_b, &models_b, epoch_size);
     b.extend(["--learning_rate", "0.01", "--max_nrof_epochs", epochs].map(String::from));
+    // and reads its steps back 3 at a time (the resumed run 5 at a time): the same run
+    b.extend(["--sync_every", "3"].map(String::from));
     let exe = assert_cmd::cargo::cargo_bin("facenet");
     let child = std::process::Command::new(exe)
         .args(&b)
@@ -174,7 +192,7 @@ fn sigterm_mid_epoch_checkpoints_exits_0_and_resumes_exactly() {
         assert_eq!(state["partial_epoch"]["batches_done"], stopped_at, "{state}");
         assert_eq!(csv(&log_b.join("epochs.csv")).len(), 1, "no epoch row for the partial epoch");
     }
-    let (stdout, _) = run_ok(facenet().args(["train", "--resume", run_b.to_str().unwrap(), "--device", "cpu"]));
+    let (stdout, _) = run_ok(facenet().args(["train", "--resume", run_b.to_str().unwrap(), "--device", "cpu", "--sync_every", "5"]));
     assert!(stdout.contains("Resuming from"), "{stdout}");
 
     // the same statistics and the same final checkpoint as the uninterrupted run
@@ -194,13 +212,17 @@ fn sigterm_mid_epoch_checkpoints_exits_0_and_resumes_exactly() {
     for (a, b) in sa.iter().zip(&sb) {
         assert_eq!(a[..10], b[..10]);
     }
-    let run_a = only_subdir(&models_a);
+    assert_same_checkpoint(&only_subdir(&models_a), &run_b, "ckpt-000002");
+}
+
+/// Checkpoint `name` of two runs holds the same tensors, bit for bit.
+fn assert_same_checkpoint(run_a: &Path, run_b: &Path, name: &str) {
     for file in ["model.safetensors", "train_state.safetensors"] {
-        let read = |run: &Path| facenet::train::tensor_file::decode(&fs::read(run.join("ckpt-000002").join(file)).unwrap()).unwrap().0;
-        let (ta, tb) = (read(&run_a), read(&run_b));
+        let read = |run: &Path| facenet::train::tensor_file::decode(&fs::read(run.join(name).join(file)).unwrap()).unwrap().0;
+        let (ta, tb) = (read(run_a), read(run_b));
         assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{file}");
         let differing: Vec<&String> = ta.keys().filter(|k| ta[*k] != tb[*k]).collect();
-        assert!(differing.is_empty(), "{file}: tensors differ after epoch 2: {differing:?}");
+        assert!(differing.is_empty(), "{name}/{file}: tensors differ: {differing:?}");
     }
 }
 

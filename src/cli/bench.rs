@@ -16,6 +16,8 @@ use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::registry::{config_from_def, model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
+use crate::train::step_window::{Settled, StepWindow};
+use crate::train::trainer::DEFAULT_SYNC_EVERY_GPU;
 use crate::train::{TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
@@ -116,6 +118,10 @@ pub struct TrainBench {
     /// and reports the scaling efficiency (replaces --device)
     #[arg(long)]
     pub devices: Option<DeviceList>,
+    /// Read the steps' loss values back every N steps, as `facenet train --sync_every` does
+    /// (each step's time is then its window's over N); default: 1 on the CPU, 10 on a GPU
+    #[arg(long, value_parser = limits::usize_in(1, MAX_COUNT))]
+    pub sync_every: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -295,10 +301,11 @@ fn train(b: TrainBench) -> Result<()> {
     if replicas > b.batch_size {
         return Err(anyhow!("--devices: {replicas} replicas need a --batch_size of at least {replicas} (it is the global batch)"));
     }
-    let one = time_train_steps(&b, &chosen, 1)?;
+    let sync_every = b.sync_every.unwrap_or(if chosen.is_cpu() { 1 } else { DEFAULT_SYNC_EVERY_GPU });
+    let one = time_train_steps(&b, &chosen, 1, sync_every)?;
     let (n, s) = (b.batch_size, b.image_size);
     println!(
-        "bench train: {} at {s}x{s}, batch {n}, {} classes, {}: {:.2} images/s (median of {} steps, {:.3} s each), peak memory {:.0} MiB",
+        "bench train: {} at {s}x{s}, batch {n}, {} classes, {}: {:.2} images/s (median of {} steps, {:.3} s each, read back every {sync_every}), peak memory {:.0} MiB",
         b.model_def,
         b.num_classes,
         current_precision(),
@@ -307,10 +314,10 @@ fn train(b: TrainBench) -> Result<()> {
         one.median_s,
         peak_rss_mib().unwrap_or(f64::NAN)
     );
-    let mut v = serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s,
+    let mut v = serde_json::json!({"bench": "train", "model_def": b.model_def, "batch_size": n, "image_size": s, "sync_every": sync_every,
         "step_s": one.times, "images_per_s_median": one.images_per_s, "peak_rss_mib": peak_rss_mib(), "device_reserved_mib_max": one.device_mib});
     if let Some(list) = &b.devices {
-        let many = time_train_steps(&b, &chosen, replicas)?;
+        let many = time_train_steps(&b, &chosen, replicas, sync_every)?;
         // devices that compute at the same time: CPU replicas take turns on the one CPU
         let devices = list.distinct_devices().len();
         let efficiency = many.images_per_s / (devices as f64 * one.images_per_s);
@@ -338,8 +345,9 @@ struct StepTimes {
     device_mib: f64,
 }
 
-/// `--warmup` + `--steps` training steps of a fresh network shared among `replicas`.
-fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize) -> Result<StepTimes> {
+/// `--warmup` + `--steps` training steps of a fresh network shared among `replicas`, the
+/// timed ones read back `sync_every` at a time (each step's time is its window's share).
+fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize, sync_every: usize) -> Result<StepTimes> {
     let device = chosen.device.clone();
     let ad = device.clone().autodiff();
     // the reference's CASIA-WebFace recipe
@@ -362,18 +370,28 @@ fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize) -> R
     let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device).with_replicas(replicas);
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
-    let mut times = Vec::new();
+    // the batch comes ready from the loader's prefetch in training (and the peer benchmark
+    // makes its input outside the timed step too)
+    let batch = || Tensor::<4>::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
     let mut device_mib = 0f64;
-    for i in 0..b.warmup + b.steps {
-        // the batch comes ready from the loader's prefetch in training (and the peer
-        // benchmark makes its input outside the timed step too)
-        let x = Tensor::<4>::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
+    for _ in 0..b.warmup {
+        std::hint::black_box(step.run(batch(), &labels, 0.01)?);
+        device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
+    }
+    let mut times = Vec::new();
+    let mut window = StepWindow::new();
+    while times.len() < b.steps {
+        let k = sync_every.min(b.steps - times.len());
+        let xs: Vec<_> = (0..k).map(|_| batch()).collect();
         let t = Instant::now();
-        let values = step.run(x, &labels, 0.01)?;
-        std::hint::black_box(values);
-        if i >= b.warmup {
-            times.push(t.elapsed().as_secs_f64());
+        for x in xs {
+            window.push(&mut step, x, &labels, 0.01)?;
         }
+        match window.settle(&mut step) {
+            Settled::Applied(values) => std::hint::black_box(values),
+            Settled::Undone => return Err(anyhow!("a benchmark step gave non-finite values")),
+        };
+        times.extend(std::iter::repeat_n(t.elapsed().as_secs_f64() / k as f64, k));
         device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }
     let median_s = median(&times);

@@ -122,12 +122,13 @@ impl LossTerms {
     /// Reads the numbers (one device transfer).
     pub fn values(&self, w: &LossWeights) -> LossValues {
         let device = self.total.device();
-        self.values_with(w, Tensor::<1>::zeros([0], &device).inner()).0
+        let v: Vec<f32> = self.scalars_with(Tensor::<1>::zeros([0], &device).inner()).try_into_vec_as::<f32>().unwrap_or_default();
+        read_scalars(&v, w).0
     }
 
-    /// Reads the numbers and `extra` (plain, `[k]`) in one device transfer.
-    pub fn values_with(&self, w: &LossWeights, extra: Tensor<1>) -> (LossValues, Vec<f32>) {
-        let k = extra.dims()[0];
+    /// The numbers and then `extra` (plain, `[k]`) as one plain `[TERMS + k]` tensor, on the
+    /// device (nothing read back), in the order [`read_scalars`] takes them.
+    pub fn scalars_with(&self, extra: Tensor<1>) -> Tensor<1> {
         let terms = Tensor::cat(
             vec![
                 self.total.clone(),
@@ -141,26 +142,36 @@ impl LossTerms {
         )
         .detach()
         .inner();
-        let all = if k == 0 {
-            terms
-        } else {
-            let device = terms.device();
-            Tensor::cat(vec![terms, extra.to_device(&device)], 0)
-        };
-        let v: Vec<f32> = all.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 6 + k]);
-        let f = |i: usize| v.get(i).copied().unwrap_or(f32::NAN) as f64;
-        let (center, norm) = (f(3), f(4));
-        let values = LossValues {
-            total: f(0),
-            xent: f(1),
-            reg: f(2) + w.center_loss_factor * center + w.prelogits_norm_loss_factor * norm,
-            center,
-            prelogits_norm: norm,
-            accuracy: f(5),
-        };
-        let extra = (0..k).map(|i| v.get(6 + i).copied().unwrap_or(f32::NAN)).collect();
-        (values, extra)
+        if extra.dims()[0] == 0 {
+            return terms;
+        }
+        let device = terms.device();
+        Tensor::cat(vec![terms, extra.to_device(&device)], 0)
     }
+}
+
+/// How many numbers [`LossTerms::scalars_with`] puts before the extra ones.
+pub const TERMS: usize = 6;
+
+/// What a training step leaves to read back: the loss terms and one finiteness probe per
+/// kind of state ([`guard::PROBED`](super::guard::PROBED)).
+pub const STEP_SCALARS: usize = TERMS + super::guard::PROBED.len();
+
+/// The loss values and the extra numbers of what [`LossTerms::scalars_with`] made, read
+/// back as `v` (missing numbers are NaN).
+pub fn read_scalars(v: &[f32], w: &LossWeights) -> (LossValues, Vec<f32>) {
+    let f = |i: usize| v.get(i).copied().unwrap_or(f32::NAN) as f64;
+    let (center, norm) = (f(3), f(4));
+    let values = LossValues {
+        total: f(0),
+        xent: f(1),
+        reg: f(2) + w.center_loss_factor * center + w.prelogits_norm_loss_factor * norm,
+        center,
+        prelogits_norm: norm,
+        accuracy: f(5),
+    };
+    let extra = v.iter().skip(TERMS).copied().collect();
+    (values, extra)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   - [`end_of_epoch`]: evaluation, statistics, checkpoint;
 //! - [`step`]: one optimisation step ([`TrainStep`]: forward, loss, backward, update,
 //!   centres), shared by the loop, `facenet bench train` and the tests;
+//! - [`step_window`]: steps read back from the device a window at a time (`--sync_every`);
 //! - [`guard`]: the non-finite guard of a step (probes, undo) and what the loop does after
 //!   refused steps;
 //! - [`data_parallel`]: `--devices`: replicas on shards of the batch, gradients combined;
@@ -49,6 +50,7 @@ pub mod schedule;
 pub mod start;
 pub mod stats;
 pub mod step;
+pub mod step_window;
 pub mod summary;
 pub mod tensor_file;
 pub mod tensorboard;

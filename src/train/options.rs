@@ -239,6 +239,13 @@ pub struct TrainOptions {
     /// run: a resumed run checks again unless this is given
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Read the steps' loss values back from the device every N steps: one wait for the device
+    /// per N steps instead of one per step. A window holding a non-finite step is undone and
+    /// run again one step at a time, so N never changes the result (see
+    /// crate::train::step_window). Default: 1 on the CPU (nothing to gain), 10 on a GPU. Not a
+    /// property of the run
+    #[arg(long)]
+    pub sync_every: Option<usize>,
     /// What the matrix products (convolutions, fully connected layers) compute with: f32, or
     /// bf16 (inputs rounded to bfloat16, f32 accumulation; weights, optimiser state and
     /// everything else f32; CPU backend on CPUs with AVX-512 BF16). A property of the run:
@@ -316,6 +323,9 @@ impl TrainOptions {
                 let (r, b) = (d.replicas(), self.batch_size);
                 bail!("--devices {d}: {r} replicas need a --batch_size of at least {r} (it is the global batch), got {b}");
             }
+        }
+        if self.sync_every == Some(0) {
+            bail!("--sync_every must be at least 1 (1: read every step's values at once)");
         }
         if !(1..=1_000_000).contains(&self.max_nonfinite_steps) {
             bail!("--max_nonfinite_steps must be in 1..=1000000, got {}", self.max_nonfinite_steps);
@@ -407,7 +417,7 @@ impl TrainOptions {
         let mut changed = Vec::new();
         if let (Some(d), Some(g), Some(m)) = (defaults.as_object(), given.as_object(), merged.as_object_mut()) {
             for (k, v) in g {
-                if k == "resume" || k == "device" || k == "no_memory_check" {
+                if k == "resume" || k == "device" || k == "no_memory_check" || k == "sync_every" {
                     continue;
                 }
                 if d.get(k) != Some(v) && m.get(k) != Some(v) {
@@ -421,6 +431,7 @@ impl TrainOptions {
         out.devices = self.devices.clone();
         out.device = self.device;
         out.no_memory_check = self.no_memory_check;
+        out.sync_every = self.sync_every;
         for fixed in ["model_def", "embedding_size"] {
             if changed.iter().any(|c| c == fixed) {
                 bail!("--{fixed} cannot change when resuming a run (the checkpoint fixes the network)");

@@ -20,8 +20,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::center_loss::CenterLoss;
 use super::data_parallel::{replica_pass, ReplicaPass, SameDevice};
 use super::guard::{non_finite_kinds, sync_running_stats, weights_probe, RunningStats};
-use super::loss::{LossValues, LossWeights};
-use super::optim::{ProbeMode, Tf1Optimizer};
+use super::loss::{read_scalars, LossValues, LossWeights, STEP_SCALARS};
+use super::optim::{OptimizerSnapshot, ProbeMode, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
 
@@ -38,6 +38,14 @@ pub enum StepError {
     /// The network has no Logits layer (a model without classes cannot be trained as a classifier).
     #[error("the training network has no Logits layer")]
     NoLogits,
+}
+
+/// The state before a step (tensor handles: nothing copied), to go back to.
+pub(super) struct Undo {
+    model: InceptionResnetV1,
+    stats: RunningStats,
+    optimizer: OptimizerSnapshot,
+    centers: CenterLoss,
 }
 
 /// Network, optimiser and class centres of a training run, on one device.
@@ -66,10 +74,25 @@ impl TrainStep {
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
     /// class `labels` (`n` of them) at learning rate `lr`, and returns the step's loss
     /// values. The loss values and the finiteness probes of the new state
-    /// (see [`crate::train::guard`]) are read back in one transfer, before anything is
-    /// committed: a step that fails leaves network, batch-norm running statistics, optimiser
-    /// and centres untouched.
+    /// (see [`crate::train::guard`]) are read back in one transfer: a step that fails leaves
+    /// network, batch-norm running statistics, optimiser and centres as they were.
     pub fn run(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<LossValues, StepError> {
+        let (undo, scalars) = self.advance(x, labels, lr)?;
+        let v: Vec<f32> = scalars.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; STEP_SCALARS]);
+        let (values, quick) = read_scalars(&v, &self.weights);
+        let kinds = self.non_finite(&values, &quick);
+        if !kinds.is_empty() {
+            self.undo(undo);
+            return Err(StepError::NonFinite { values, kinds });
+        }
+        Ok(values)
+    }
+
+    /// One step applied without reading anything back (see
+    /// [`StepWindow`](super::step_window::StepWindow)): what undoes it, and its loss terms and
+    /// quick finiteness probes as `[STEP_SCALARS]` on the plain device, in the order
+    /// [`read_scalars`] takes them.
+    pub(super) fn advance(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Result<(Undo, Tensor<1>), StepError> {
         let model = self.model.take().expect("the network is back after every step");
         let n = labels.len();
         let labels_plain = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
@@ -85,42 +108,50 @@ impl TrainStep {
                 return Err(StepError::NoLogits);
             }
         };
-        // the candidate state; the old one is kept as handles (nothing copied)
-        let old_model = model.clone();
-        let old_optimizer = self.optimizer.snapshot();
+        // the old state is kept as handles (nothing copied); the network after its first
+        // forward pass, so every parameter is initialised
+        let undo = Undo { model: model.clone(), stats: stats_before, optimizer: self.optimizer.snapshot(), centers: self.centers.clone() };
         let new_model = self.optimizer.step(lr, model, grads);
-        let mut new_centers = self.centers.clone();
-        new_centers.update(&labels_plain, prelogits, batch_centers);
+        self.centers.update(&labels_plain, prelogits, batch_centers);
         sync_running_stats(&new_model);
-        let stats_after = RunningStats::of(&new_model);
-        // in the order of guard::PROBED
-        let probes = |mode: ProbeMode| {
-            Tensor::cat(
-                vec![
-                    weights_probe(&new_model, &self.device, mode),
-                    stats_after.probe(&self.device, mode),
-                    self.optimizer.slot_probe(mode, &self.device),
-                    mode.probe(new_centers.centers().clone()),
-                ],
-                0,
-            )
-        };
-        let (values, quick) = terms.values_with(&self.weights, probes(ProbeMode::Quick));
+        self.model = Some(new_model);
+        Ok((undo, terms.scalars_with(self.probes(ProbeMode::Quick))))
+    }
+
+    /// The finiteness probes of the current state, in the order of [`guard::PROBED`](super::guard::PROBED).
+    fn probes(&self, mode: ProbeMode) -> Tensor<1> {
+        let model = self.model();
+        Tensor::cat(
+            vec![
+                weights_probe(model, &self.device, mode),
+                RunningStats::of(model).probe(&self.device, mode),
+                self.optimizer.slot_probe(mode, &self.device),
+                mode.probe(self.centers.centers().clone()),
+            ],
+            0,
+        )
+    }
+
+    /// What was not finite after a step whose read-back gave `values` and the quick probes
+    /// `quick` (empty: nothing): "loss", then the [`guard::PROBED`](super::guard::PROBED)
+    /// kinds. A quick probe can also overflow on large finite values, so then the exact
+    /// probes of the current state decide (a second read-back, only on such steps).
+    pub(super) fn non_finite(&self, values: &LossValues, quick: &[f32]) -> Vec<&'static str> {
         let mut kinds = if values.total.is_finite() { Vec::new() } else { vec!["loss"] };
         if quick.iter().any(|p| !p.is_finite()) {
-            // a non-finite value, or an overflowing sum of finite ones: the exact probes decide
-            let exact = probes(ProbeMode::Exact).try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 4]);
+            let exact = self.probes(ProbeMode::Exact).try_into_vec_as::<f32>().unwrap_or_else(|_| vec![f32::NAN; 4]);
             kinds.extend(non_finite_kinds(&exact));
         }
-        if !kinds.is_empty() {
-            drop(new_model);
-            self.optimizer.restore(old_optimizer);
-            self.model = Some(stats_before.restore(old_model));
-            return Err(StepError::NonFinite { values, kinds });
-        }
-        self.model = Some(new_model);
-        self.centers = new_centers;
-        Ok(values)
+        kinds
+    }
+
+    /// Puts back the state `undo` was taken from (network, batch-norm running statistics,
+    /// optimiser, centres).
+    pub(super) fn undo(&mut self, undo: Undo) {
+        drop(self.model.take());
+        self.optimizer.restore(undo.optimizer);
+        self.centers = undo.centers;
+        self.model = Some(undo.stats.restore(undo.model));
     }
 
     /// A fresh step as `facenet train` starts one from its options: the optimiser of

@@ -38,6 +38,9 @@ use crate::model::load::read_model_file;
 use crate::util::precision::set_precision;
 use crate::util::stop;
 
+/// `--sync_every` on a GPU when not given: a read-back every 10 steps.
+pub const DEFAULT_SYNC_EVERY_GPU: usize = 10;
+
 /// Receives progress from [`train`]; every method has a no-op default (`&mut ()` observes
 /// nothing).
 pub trait TrainObserver {
@@ -87,6 +90,8 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     }
     let device = opts.device.open()?;
     opts.device = device.spec;
+    // a read-back costs nothing on the CPU backend (it computes as the step is built)
+    opts.sync_every = Some(opts.sync_every.unwrap_or(if device.is_cpu() { 1 } else { DEFAULT_SYNC_EVERY_GPU }));
     set_precision(opts.precision, &device)?;
     let data = TrainData::load(&opts)?;
     let state = RunState::build(&opts, &data, resume_dir.as_deref(), &device.device, console)?;
