@@ -60,6 +60,9 @@ step parity 150 "$bin" bench parity --device "$dev" --model_def "$full" --batch_
 for b in $batches; do
   step "train-$b" 120 "$bin" bench train --device "$dev" --model_def "$full" --batch_size "$b" --image_size "$size" --warmup 3 --steps "$steps"
 done
+# what reading every step's loss back costs (the default reads every 10 steps on a GPU)
+b90=${batches%% *}
+step "train-$b90-sync1" 120 "$bin" bench train --device "$dev" --model_def "$full" --batch_size "$b90" --image_size "$size" --warmup 3 --steps "$steps" --sync_every 1
 for b in $batches; do
   step "embed-$b" 90 "$bin" bench embed --device "$dev" --model_def "$full" --batch_size "$b" --image_size "$size" --warmup 3 --steps "$steps"
 done
