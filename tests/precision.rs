@@ -191,3 +191,63 @@ fn f32_training_runs_winograd_unless_turned_off() {
     assert!(rel(wino[0], im2col[0]) < 1e-4, "first loss Winograd {} vs im2col {}", wino[0], im2col[0]);
     assert!(rel(wino[1], im2col[1]) < 1e-4, "second loss Winograd {} vs im2col {}", wino[1], im2col[1]);
 }
+
+/// The GPU backends' bf16 ([`facenet::model::autocast`]: convolutions cast to bf16 and back,
+/// everything else f32), run on the CPU backend, which has the bf16 type too: training steps and
+/// embeddings follow f32 closely and not bit for bit, and the weights stay f32. (In this
+/// process only: the other tests here run `facenet` processes.)
+#[test]
+fn autocast_bf16_convolutions_follow_f32_and_keep_f32_weights() {
+    use burn::module::Module;
+    use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+    use facenet::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+    use facenet::train::center_loss::CenterLoss;
+    use facenet::train::loss::LossWeights;
+    use facenet::train::optim::Tf1Optimizer;
+    use facenet::train::parity::test_batch;
+    use facenet::train::{OptimizerKind, TrainStep};
+    use facenet::util::precision::{autocast_dtype, set_autocast};
+
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    ad.seed(3);
+    let model = InceptionResnetV1Config::small(16, 1.0, 4).init(&ad);
+    let _ = model.valid(); // initialises every parameter, shared by the clones below
+    let (n, s) = (6, 48);
+    let x = test_batch(n, s);
+    let labels = [0i64, 1, 2, 3, 1, 2];
+    let weights = LossWeights { weight_decay: 5e-5, center_loss_factor: 1e-2, prelogits_norm_loss_factor: 5e-4, prelogits_norm_p: 1.0 };
+    let run = |m: InceptionResnetV1| -> (Vec<f64>, Vec<f32>, DType) {
+        // the initial weights' embeddings (batch statistics: an untrained network's running
+        // statistics do not normalise its activations), then two training steps
+        let emb = m.forward(Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), &ad)).embeddings();
+        let emb = emb.inner().try_into_vec_as::<f32>().unwrap();
+        let mut step = TrainStep::new(m, Tf1Optimizer::new(OptimizerKind::Rmsprop), CenterLoss::new(4, 16, 0.9, &device), weights, &device);
+        let losses = (0..2)
+            .map(|_| step.run(Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), &ad), &labels, 1e-3).unwrap().total)
+            .collect();
+        (losses, emb, step.model().conv2d_1a.conv.weight.val().dtype())
+    };
+    set_autocast(None);
+    let (l32, e32, _) = run(model.clone());
+    set_autocast(Some(FloatDType::BF16));
+    assert_eq!(autocast_dtype(), Some(FloatDType::BF16));
+    let (lbf, ebf, dtype) = run(model);
+    set_autocast(None);
+    eprintln!("losses f32 {l32:?}, bf16 convolutions {lbf:?}");
+    assert_eq!(dtype, DType::F32, "the weights stay f32");
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    assert!(l32[0] != lbf[0], "the convolutions did not run in bf16");
+    // bf16 keeps 8 significant bits: the first loss moves by the products' rounding (a few
+    // 1e-3); the second also by the first update's, and RMSProp's first update is nearly a sign
+    // step (its mean square starts from the gradient's), so gradients near zero flip it: looser
+    assert!(rel(lbf[0], l32[0]) < 2e-2, "first loss: f32 {l32:?} vs bf16 {lbf:?}");
+    assert!(lbf[1] < lbf[0] && rel(lbf[1], l32[1]) < 0.1, "second loss: f32 {l32:?} vs bf16 {lbf:?}");
+    // an untrained 16-d network, every convolution's output rounded to bf16 too (as PyTorch's
+    // autocast does; the CPU backend's bf16 keeps f32 outputs): seen 0.998
+    for (i, (a, b)) in e32.chunks(16).zip(ebf.chunks(16)).enumerate() {
+        let cos: f32 = a.iter().zip(b).map(|(p, q)| p * q).sum();
+        eprintln!("image {i}: cosine f32 vs bf16 convolutions {cos}");
+        assert!(cos > 0.99, "image {i}: cosine f32 vs bf16 convolutions {cos}");
+    }
+}

@@ -13,9 +13,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
+use burn::tensor::module::{batch_norm, batch_norm_train};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
+
+use super::autocast;
 
 /// The weight initialiser of every conv and fully connected layer: Glorot/Xavier uniform with
 /// gain 1, i.e. U(-sqrt(6/(fan_in+fan_out)), +sqrt(6/(fan_in+fan_out))) with
@@ -124,9 +126,9 @@ impl BasicConv2d {
     /// conv -> BN -> ReLU (once folded: conv with bias -> ReLU).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if self.folded {
-            relu(self.conv.forward(x))
+            relu(autocast::conv(&self.conv, x))
         } else {
-            relu(self.bn.forward(self.conv.forward(x)))
+            relu(self.bn.forward(autocast::conv(&self.conv, x)))
         }
     }
 
@@ -181,7 +183,7 @@ pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
         debug_assert!(stems.iter().all(|l| l.conv.weight.dims()[2..] == [1, 1] && l.conv.stride == [1, 1]));
         let weight = Tensor::cat(stems.iter().map(|l| l.conv.weight.val()).collect(), 0);
         let bias = stems.iter().map(|l| l.conv.bias.as_ref().map(|b| b.val())).collect::<Option<Vec<_>>>().map(|b| Tensor::cat(b, 0));
-        let y = relu(conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));
+        let y = relu(autocast::conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));
         return split_channels(y, &widths);
     }
     debug_assert!(stems.iter().all(|l| {
@@ -190,7 +192,7 @@ pub fn forward_stems(stems: &[&BasicConv2d], x: Tensor<4>) -> Vec<Tensor<4>> {
     }));
     let cat1 = |f: &dyn Fn(&BasicConv2d) -> Tensor<1>| Tensor::cat(stems.iter().map(|l| f(l)).collect(), 0);
     let weight = Tensor::cat(stems.iter().map(|l| l.conv.weight.val()).collect(), 0);
-    let y = conv2d(x, weight, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    let y = autocast::conv2d(x, weight, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
     let (gamma, beta) = (cat1(&|l| l.bn.gamma.val()), cat1(&|l| l.bn.beta.val()));
     let first = &stems[0].bn;
     let y = if y.device().is_autodiff() && first.training.is_enabled() {
@@ -306,7 +308,7 @@ impl Block35 {
         let (x0, s1, s2) = (stems.next().unwrap(), stems.next().unwrap(), stems.next().unwrap());
         let x1 = forward_chain(&self.branch1[1..], s1);
         let x2 = forward_chain(&self.branch2[1..], s2);
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1, x2], 1));
+        let up = autocast::conv(&self.conv2d, Tensor::cat(vec![x0, x1, x2], 1));
         residual(x, up, self.scale, self.activation)
     }
 
@@ -361,7 +363,7 @@ impl Block17 {
         let mut stems = forward_stems(&[&self.branch0, &self.branch1[0]], x.clone()).into_iter();
         let (x0, s1) = (stems.next().unwrap(), stems.next().unwrap());
         let x1 = forward_chain(&self.branch1[1..], s1);
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        let up = autocast::conv(&self.conv2d, Tensor::cat(vec![x0, x1], 1));
         residual(x, up, self.scale, self.activation)
     }
 
@@ -416,7 +418,7 @@ impl Block8 {
         let mut stems = forward_stems(&[&self.branch0, &self.branch1[0]], x.clone()).into_iter();
         let (x0, s1) = (stems.next().unwrap(), stems.next().unwrap());
         let x1 = forward_chain(&self.branch1[1..], s1);
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        let up = autocast::conv(&self.conv2d, Tensor::cat(vec![x0, x1], 1));
         residual(x, up, self.scale, self.activation)
     }
 

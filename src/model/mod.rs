@@ -2,6 +2,7 @@
 //!
 //! - [`inception_resnet_v1`]: Inception-ResNet-v1 (full and small variants), its config,
 //!   cost model and L2 weight penalty;
+//! - [`autocast`]: convolutions in bf16 on GPU backends (`--precision bf16` there);
 //! - [`blocks`]: the conv-BN-ReLU unit and the residual / reduction blocks;
 //! - [`registry`]: `--model_def` names -> configurations;
 //! - [`export`]: writing a network as ONNX, a facenet-pytorch state dict or one `.safetensors`;
@@ -12,6 +13,7 @@
 //! burn 0.22 facts used here (train/inference mode, gradients, optimizers, saving) are
 //! collected in `src/model/BURN_NOTES.md`.
 
+pub mod autocast;
 pub mod blocks;
 pub mod export;
 pub mod inception_resnet_v1;

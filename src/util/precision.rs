@@ -4,9 +4,16 @@
 //! optimiser state, batch norm, losses and every other operation stay f32 (the f32 "master
 //! weights" of mixed-precision training come for free).
 //!
-//! Implemented on the CPU backend for CPUs with AVX-512 BF16 (`vdpbf16ps`: Intel Cooper Lake,
-//! Sapphire Rapids and later, AMD Zen 4 and later). Anywhere else `bf16` is refused with the
-//! reason, never silently run in f32. Set once, at a command's edge, for the whole process.
+//! Two implementations: on the CPU backend, the GEMMs round their inputs (CPUs with AVX-512
+//! BF16, `vdpbf16ps`: Intel Cooper Lake, Sapphire Rapids and later, AMD Zen 4 and later); on a
+//! GPU backend whose device has a bf16 type (CUDA GPUs from Ampere on; not WGSL, so not the
+//! `wgpu` feature), the convolutions cast to bf16 and back ([`crate::model::autocast`]; the
+//! fully connected layers stay f32). Anywhere else `bf16` is refused with the reason, never
+//! silently run in f32. Set once, at a command's edge, for the whole process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::FloatDType;
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,7 +68,7 @@ pub enum PrecisionError {
         "--precision bf16 needs a CPU with AVX-512 BF16 (Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later); this one ({cpu}) has not: use --precision f32"
     )]
     NoBf16Cpu { cpu: String },
-    #[error("--precision bf16 is implemented on the CPU backend only; on {device} use --precision f32")]
+    #[error("--precision bf16 needs a bf16 type on the device, and {device} has none (the `wgpu` feature's WGSL has none; CUDA GPUs from Ampere on have it): use --precision f32")]
     Backend { device: String },
 }
 
@@ -69,7 +76,8 @@ pub enum PrecisionError {
 #[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq)]
 pub struct PrecisionArg {
     /// What matrix products compute with: f32, or bf16 (inputs rounded to bfloat16, f32
-    /// accumulation, everything else f32; CPU backend on CPUs with AVX-512 BF16)
+    /// accumulation, everything else f32; CPU backend on CPUs with AVX-512 BF16, GPU backends
+    /// whose device has a bf16 type)
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
 }
@@ -80,6 +88,9 @@ pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), Precis
         return Ok(());
     }
     if !chosen.is_cpu() {
+        if chosen.device.supports_dtype(FloatDType::BF16) {
+            return Ok(());
+        }
         return Err(PrecisionError::Backend { device: chosen.description.clone() });
     }
     #[cfg(feature = "flex")]
@@ -102,6 +113,7 @@ pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), Precis
 /// unless `$FACENET_WINOGRAD` is `0`, `off`, `false` or `no`.
 pub fn set_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
     check_precision(p, chosen)?;
+    set_autocast((p == Precision::Bf16 && !chosen.is_cpu()).then_some(FloatDType::BF16));
     #[cfg(feature = "flex")]
     {
         burn_flex::set_gemm_precision(match p {
@@ -134,6 +146,9 @@ pub fn winograd_on() -> bool {
 /// How matrix products compute now, for headers: `f32`, `bf16`, or `f32, Winograd 3x3`.
 pub fn describe_products() -> String {
     let p = current_precision();
+    if autocast_dtype().is_some() {
+        return "bf16 matrix products (convolutions cast to bf16 on the device; fully connected layers f32)".to_string();
+    }
     if winograd_on() && p == Precision::F32 {
         format!("{p} matrix products, Winograd 3x3 convolutions")
     } else {
@@ -141,8 +156,26 @@ pub fn describe_products() -> String {
     }
 }
 
+/// Whether the convolutions run in bf16 by casting ([`crate::model::autocast`]).
+static AUTOCAST_BF16: AtomicBool = AtomicBool::new(false);
+
+/// The float type convolutions cast to, if any (what [`set_precision`] set last: bf16 on a
+/// GPU backend).
+pub fn autocast_dtype() -> Option<FloatDType> {
+    AUTOCAST_BF16.load(Ordering::Relaxed).then_some(FloatDType::BF16)
+}
+
+/// Makes the convolutions of this process cast to `dtype` (only bf16, or `None`).
+/// [`set_precision`] calls it; tests call it to run the GPU mechanism on the CPU backend.
+pub fn set_autocast(dtype: Option<FloatDType>) {
+    AUTOCAST_BF16.store(dtype == Some(FloatDType::BF16), Ordering::Relaxed);
+}
+
 /// The precision matrix products compute in now (what [`set_precision`] set last).
 pub fn current_precision() -> Precision {
+    if autocast_dtype().is_some() {
+        return Precision::Bf16;
+    }
     #[cfg(feature = "flex")]
     if burn_flex::gemm_precision() == burn_flex::GemmPrecision::Bf16 && burn_flex::bf16_supported() {
         return Precision::Bf16;
