@@ -311,29 +311,36 @@ fn embed_command_runs_on_the_device() {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         assert!(dot >= 0.9999, "image {i}: cosine {dot}");
     }
-    // --precision bf16: convolutions cast to bf16 where the device has the type, else refused
-    // with the reason (lavapipe through WGSL has none)
-    let npy = home.path().join("emb-bf16.npy");
-    let out = facenet()
-        .arg("embed")
-        .arg(syn.join("pairs"))
-        .arg("--model")
-        .arg(&model)
-        .args(["--device", &spec, "--precision", "bf16"])
-        .arg("-o")
-        .arg(&npy)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    if out.status.success() {
-        let (b, _, _) = read_matrix(&npy).unwrap();
-        for (i, (x, y)) in c.chunks(16).zip(b.chunks(16)).enumerate() {
-            let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            assert!(dot >= 0.99, "image {i}: cosine f32 on the CPU vs bf16 on the device {dot}");
+    // --precision f16 / bf16: convolutions cast to the type where the device has it, else
+    // refused with the reason (lavapipe through WGSL has f16, not bf16)
+    for precision in ["f16", "bf16"] {
+        let npy = home.path().join(format!("emb-{precision}.npy"));
+        let out = facenet()
+            .arg("embed")
+            .arg(syn.join("pairs"))
+            .arg("--model")
+            .arg(&model)
+            .args(["--device", &spec, "--precision", precision])
+            .arg("-o")
+            .arg(&npy)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if out.status.success() {
+            let (b, _, _) = read_matrix(&npy).unwrap();
+            assert_eq!(b.len(), c.len());
+            for (i, (x, y)) in c.chunks(16).zip(b.chunks(16)).enumerate() {
+                let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+                eprintln!("{precision} image {i}: cosine f32 on the CPU vs {precision} on the device {dot}");
+                assert!(dot >= 0.99, "image {i}: cosine f32 on the CPU vs {precision} on the device {dot}");
+            }
+        } else {
+            assert!(
+                stderr.contains(&format!("needs a{} {precision} type on the device", if precision == "f16" { "n" } else { "" })),
+                "{stderr}"
+            );
+            eprintln!("{precision} refused on {spec}: {stderr}");
         }
-    } else {
-        assert!(stderr.contains("needs a bf16 type on the device"), "{stderr}");
-        eprintln!("bf16 refused on {spec}: {stderr}");
     }
 }

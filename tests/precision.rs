@@ -251,3 +251,53 @@ fn autocast_bf16_convolutions_follow_f32_and_keep_f32_weights() {
         assert!(cos > 0.99, "image {i}: cosine f32 vs bf16 convolutions {cos}");
     }
 }
+
+/// `--precision f16` as a user runs it (on the CPU backend, which has the f16 type: the
+/// mechanism GPUs run): convolutions in f16, the loss scaled dynamically (steps whose scaled
+/// gradients overflow are skipped with a note and halve the scale, never counted as non-finite
+/// steps), the scale kept in checkpoints so that an interrupted and resumed run ends exactly as
+/// the uninterrupted one.
+#[test]
+fn f16_training_scales_the_loss_and_resumes_with_its_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("syn");
+    synth_tiny(&data);
+    let with_epochs = |logs: &Path, models: &Path, epochs: &str| {
+        let mut a = train_args(&data, logs, models, "f16");
+        let at = a.iter().position(|x| x == "--max_nrof_epochs").unwrap();
+        a[at + 1] = epochs.into();
+        let at = a.iter().position(|x| x == "--epoch_size").unwrap();
+        a[at + 1] = "6".into();
+        a
+    };
+    let (la, ma) = (tmp.path().join("logs-a"), tmp.path().join("models-a"));
+    let (out, err) = run_ok(facenet().args(with_epochs(&la, &ma, "3")));
+    assert!(out.contains("f16 matrix products"), "{out}");
+    assert!(!err.contains("non-finite"), "overflows are not non-finite steps: {err}");
+    let overflows = err.lines().filter(|l| l.contains("f16 gradients overflowed at loss scale")).count();
+    let steps = csv(&only_subdir(&la).join("steps.csv"));
+    assert_eq!(steps.len() - 1 + overflows, 3 * 6, "every batch is a step or a skipped overflow: {err}");
+    let loss = losses(&only_subdir(&la));
+    assert!(loss.iter().all(|x| x.is_finite()) && loss.len() >= 6, "{loss:?}");
+    let run_a = only_subdir(&ma);
+    let state = |run: &Path, ckpt: &str| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(run.join(ckpt).join("train_state.json")).unwrap()).unwrap()
+    };
+    let scale = state(&run_a, "ckpt-000003")["loss_scale"]["scale"].as_f64().expect("the checkpoint keeps the loss scale");
+    assert_eq!(scale, 65536.0 / (1u64 << overflows) as f64, "halved once per overflow: {err}");
+
+    // B: one epoch, then --resume for the other two: the same run
+    let (lb, mb) = (tmp.path().join("logs-b"), tmp.path().join("models-b"));
+    run_ok(facenet().args(with_epochs(&lb, &mb, "1")));
+    let run_b = only_subdir(&mb);
+    let resumed = ["train", "--resume", run_b.to_str().unwrap(), "--max_nrof_epochs", "3"];
+    let (out, _) = run_ok(facenet().args(resumed));
+    assert!(out.contains("f16 matrix products"), "a resumed f16 run keeps f16: {out}");
+    assert_eq!(losses(&only_subdir(&lb)), loss);
+    for file in ["model.safetensors", "train_state.safetensors"] {
+        let read = |run: &Path| facenet::train::tensor_file::decode(&fs::read(run.join("ckpt-000003").join(file)).unwrap()).unwrap().0;
+        let (ta, tb) = (read(&run_a), read(&run_b));
+        assert!(!ta.is_empty() && ta == tb, "{file} differs after the resumed run");
+    }
+    assert_eq!(state(&run_b, "ckpt-000003")["loss_scale"], state(&run_a, "ckpt-000003")["loss_scale"]);
+}

@@ -63,6 +63,10 @@ done
 # what reading every step's loss back costs (the default reads every 10 steps on a GPU)
 b90=${batches%% *}
 step "train-$b90-sync1" 120 "$bin" bench train --device "$dev" --model_def "$full" --batch_size "$b90" --image_size "$size" --warmup 3 --steps "$steps" --sync_every 1
+# mixed precision: convolutions in f16 (loss scaled) and bf16, where the GPU has the type
+for p in f16 bf16; do
+  step "train-$b90-$p" 75 "$bin" bench train --device "$dev" --model_def "$full" --batch_size "$b90" --image_size "$size" --warmup 3 --steps "$steps" --precision "$p"
+done
 for b in $batches; do
   step "embed-$b" 90 "$bin" bench embed --device "$dev" --model_def "$full" --batch_size "$b" --image_size "$size" --warmup 3 --steps "$steps"
 done

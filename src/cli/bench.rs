@@ -16,9 +16,10 @@ use crate::data::preprocess::Standardization;
 use crate::eval::embed::{embed_images, EmbedOptions};
 use crate::model::registry::{config_from_def, model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
+use crate::train::loss_scale::LossScale;
 use crate::train::step_window::{Settled, StepWindow};
 use crate::train::trainer::DEFAULT_SYNC_EVERY_GPU;
-use crate::train::{TrainOptions, TrainStep};
+use crate::train::{StepError, TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
 use crate::util::devices::DeviceList;
@@ -367,15 +368,25 @@ fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize, sync
         ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
     check_input(&b.model_def, &opts, b.image_size)?;
     let model = model_from_def(&b.model_def, &opts, &ad)?;
-    let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device).with_replicas(replicas);
+    let loss_scale = (b.precision.precision == Precision::F16).then(LossScale::default);
+    let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device)
+        .with_replicas(replicas)
+        .with_loss_scale(loss_scale);
     let (n, s) = (b.batch_size, b.image_size);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % b.num_classes as i64).collect();
     // the batch comes ready from the loader's prefetch in training (and the peer benchmark
     // makes its input outside the timed step too)
     let batch = || Tensor::<4>::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
     let mut device_mib = 0f64;
+    // one step at a time, as training does (f16: a step whose scaled gradients overflow only
+    // lowers the loss scale)
+    let single = |step: &mut TrainStep, x: Tensor<4>| match step.run(x, &labels, 0.01) {
+        Ok(v) => Ok(std::hint::black_box(v).total),
+        Err(StepError::Overflow { .. }) => Ok(f64::NAN),
+        Err(e) => Err(anyhow!("a benchmark step failed: {e}")),
+    };
     for _ in 0..b.warmup {
-        std::hint::black_box(step.run(batch(), &labels, 0.01)?);
+        single(&mut step, batch())?;
         device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }
     let mut times = Vec::new();
@@ -384,13 +395,15 @@ fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize, sync
         let k = sync_every.min(b.steps - times.len());
         let xs: Vec<_> = (0..k).map(|_| batch()).collect();
         let t = Instant::now();
-        for x in xs {
-            window.push(&mut step, x, &labels, 0.01)?;
+        for x in &xs {
+            window.push(&mut step, x.clone(), &labels, 0.01)?;
         }
-        match window.settle(&mut step) {
-            Settled::Applied(values) => std::hint::black_box(values),
-            Settled::Undone => return Err(anyhow!("a benchmark step gave non-finite values")),
-        };
+        if let Settled::Undone = window.settle(&mut step) {
+            // a non-finite step: the window again, one step at a time, as training does
+            for x in xs {
+                single(&mut step, x)?;
+            }
+        }
         times.extend(std::iter::repeat_n(t.elapsed().as_secs_f64() / k as f64, k));
         device_mib = device_mib.max(device_reserved_mib(&device).unwrap_or(0.0));
     }

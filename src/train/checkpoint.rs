@@ -25,6 +25,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use super::guard::non_finite_in_model;
+use super::loss_scale::LossScale;
 use super::optim::StoredTensor;
 use super::options::OptimizerKind;
 use super::tensor_file;
@@ -80,6 +81,9 @@ pub struct TrainState {
     /// epoch stands, so that `--resume` continues it exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_epoch: Option<PartialEpoch>,
+    /// f16 training's dynamic loss scale (see [`crate::train::loss_scale`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScale>,
 }
 
 fn one() -> f64 {
@@ -174,6 +178,11 @@ impl TrainState {
         }
         if !self.learning_rate.is_finite() {
             return Err(format!("learning_rate {} is not finite", self.learning_rate));
+        }
+        if let Some(s) = &self.loss_scale {
+            if !(LossScale::MIN..=LossScale::MAX).contains(&s.scale) {
+                return Err(format!("loss_scale {} is not in [{}, {}]", s.scale, LossScale::MIN, LossScale::MAX));
+            }
         }
         if self.optimizer_steps > self.global_step {
             return Err(format!("optimizer_steps {} exceeds global_step {}", self.optimizer_steps, self.global_step));
@@ -374,6 +383,7 @@ mod tests {
             learning_rate: 0.01,
             learning_rate_factor: 1.0,
             partial_epoch: None,
+            loss_scale: None,
         }
     }
 

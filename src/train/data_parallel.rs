@@ -125,7 +125,9 @@ pub struct ReplicaPass {
 /// (`[n, 3, h, w]` on the autodiff device) with class `labels` and `batch_centers`
 /// (`centres[labels]`, `[n, d]` on the plain device); gradients combined by `reducer`.
 /// `Err(model)` (boxed) when the network has no Logits layer (with the running-statistics updates of
-/// the forward pass synced and pending nothing).
+/// the forward pass synced and pending nothing). The backward passes start from the loss times
+/// `loss_scale` (1, or f16 training's scale: the gradients come out multiplied by it).
+#[allow(clippy::too_many_arguments)]
 pub fn replica_pass(
     model: InceptionResnetV1,
     x: Tensor<4>,
@@ -133,13 +135,14 @@ pub fn replica_pass(
     batch_centers: &Tensor<2>,
     weights: &LossWeights,
     replicas: usize,
+    loss_scale: f64,
     reducer: &dyn GradientReducer,
 ) -> Result<ReplicaPass, Box<InceptionResnetV1>> {
     let n = labels.len();
     let ad = x.device();
     let shards = shard_ranges(n, replicas);
     if shards.len() <= 1 {
-        return whole_batch_pass(model, x, labels, batch_centers, weights);
+        return whole_batch_pass(model, x, labels, batch_centers, weights, loss_scale);
     }
     let mut replica0_stats = None;
     let mut grads = Vec::with_capacity(shards.len());
@@ -165,7 +168,7 @@ pub fn replica_pass(
             None => weighted,
             Some(acc) => add_terms(acc, weighted),
         });
-        grads.push((GradientsParams::from_grads(t.total.backward(), &model), w));
+        grads.push((GradientsParams::from_grads(scaled(&t.total, loss_scale).backward(), &model), w));
     }
     let grads = reducer.reduce(&model, grads);
     // the later replicas' running-statistics updates are dropped: replica 0's are kept
@@ -189,6 +192,7 @@ fn whole_batch_pass(
     labels: &[i64],
     batch_centers: &Tensor<2>,
     weights: &LossWeights,
+    loss_scale: f64,
 ) -> Result<ReplicaPass, Box<InceptionResnetV1>> {
     let labels_ad = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &x.device());
     let out = model.forward(x);
@@ -198,8 +202,17 @@ fn whole_batch_pass(
     };
     let terms = loss_terms(&model, out.prelogits.clone(), logits, labels_ad, batch_centers, weights);
     let prelogits = out.prelogits.detach().inner();
-    let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+    let grads = GradientsParams::from_grads(scaled(&terms.total, loss_scale).backward(), &model);
     Ok(ReplicaPass { model, terms, prelogits, grads })
+}
+
+/// `loss * scale` (the loss itself when the scale is 1).
+fn scaled(loss: &Tensor<1>, scale: f64) -> Tensor<1> {
+    if scale == 1.0 {
+        loss.clone()
+    } else {
+        loss.clone().mul_scalar(scale)
+    }
 }
 
 fn weighted_terms(t: &LossTerms, w: f64) -> LossTerms {

@@ -98,6 +98,7 @@ impl Training<'_> {
                 learning_rate: self.lr,
                 learning_rate_factor: state.lr_factor,
                 partial_epoch: partial,
+                loss_scale: state.step.loss_scale(),
             },
             optimizer: state.step.optimizer().state_tensors()?,
             centers: (vec![self.data.num_classes, state.config.embedding_size], state.step.centers().values()?),

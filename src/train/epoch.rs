@@ -255,6 +255,13 @@ impl Training<'_> {
                     }
                 };
             }
+            Err(e @ StepError::Overflow { .. }) => {
+                // f16: the loss scale halved; not a non-finite step (see crate::train::loss_scale)
+                let step = self.state.global_step + 1;
+                p.bar.suspend(|| eprintln!("note: step {step} (epoch {epoch}, batch {}): {e}", q.index + 1));
+                p.bar.inc(q.done());
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
         self.record(q, values, lr, t_step.elapsed().as_secs_f64(), p, observer)?;

@@ -15,6 +15,7 @@
 //! - [`data_parallel`]: `--devices`: replicas on shards of the batch, gradients combined;
 //! - [`summary`]: console output and what a run returns ([`TrainSummary`]);
 //! - [`loss`]: cross-entropy + weight decay + center loss + prelogits norm;
+//! - [`loss_scale`]: f16 training's dynamic loss scale;
 //! - [`memory`]: the expected peak memory, stated and checked before the first step;
 //! - [`center_loss`]: the class centres and their gradient-free update;
 //! - [`optim`]: ADAGRAD, ADADELTA, ADAM, RMSPROP, MOM with TF1 semantics;
@@ -41,6 +42,7 @@ pub mod evaluate;
 pub mod guard;
 pub mod histogram;
 pub mod loss;
+pub mod loss_scale;
 pub mod memory;
 pub mod optim;
 pub mod options;

@@ -18,6 +18,7 @@ use super::center_loss::CenterLoss;
 use super::checkpoint::{latest_good_checkpoint, read_train_state, PartialEpoch, OPTIONS_JSON};
 use super::evaluate::LfwSet;
 use super::loss::LossWeights;
+use super::loss_scale::LossScale;
 use super::optim::Tf1Optimizer;
 use super::options::TrainOptions;
 use super::run_dir::RunDirs;
@@ -32,7 +33,7 @@ use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Conf
 use crate::model::load::{load_pretrained, load_weights, read_model_file, ModelMeta, MODEL_FILE};
 use crate::model::registry::{canonical_name, config_from_def, ModelOptions};
 use crate::util::atomic::write_atomic;
-use crate::util::precision::describe_products;
+use crate::util::precision::{describe_products, Precision};
 
 /// Phase 1: the options of this run (those saved in the `--resume` folder, overridden by the
 /// flags given now), checked; and the folder to resume from, if any.
@@ -163,6 +164,7 @@ impl RunState {
         let mut start_epoch = 1;
         let mut partial = None;
         let mut lr_factor = 1.0;
+        let mut loss_scale = (opts.precision == Precision::F16).then(LossScale::default);
         let dirs: RunDirs;
         let n_train = data.train_paths.len();
         if let Some(ckpt) = &checkpoint {
@@ -195,6 +197,10 @@ impl RunState {
             start_epoch = st.state.epoch + 1;
             partial = st.state.partial_epoch.clone();
             lr_factor = st.state.learning_rate_factor;
+            if loss_scale.is_some() {
+                // a run resumed in f16 continues with its scale
+                loss_scale = Some(st.state.loss_scale.unwrap_or_default());
+            }
             dirs = RunDirs::existing(resume_dir.unwrap_or(Path::new(".")), &st.state.log_dir)?;
         } else {
             let mut m = config.init(&ad);
@@ -221,7 +227,9 @@ impl RunState {
             standardization: opts.standardization(),
             num_classes,
         };
-        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device).with_replicas(opts.replicas());
+        let step = TrainStep::new(model, optimizer, centers, LossWeights::from_options(opts), device)
+            .with_replicas(opts.replicas())
+            .with_loss_scale(loss_scale);
         Ok(RunState { step, ad, stream, global_step, start_epoch, partial, lr_factor, dirs, checkpoint, config, meta })
     }
 }

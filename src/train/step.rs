@@ -21,9 +21,11 @@ use super::center_loss::CenterLoss;
 use super::data_parallel::{replica_pass, ReplicaPass, SameDevice};
 use super::guard::{non_finite_kinds, sync_running_stats, weights_probe, RunningStats};
 use super::loss::{read_scalars, LossValues, LossWeights, STEP_SCALARS};
+use super::loss_scale::LossScale;
 use super::optim::{OptimizerSnapshot, ProbeMode, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
+use crate::util::precision::Precision;
 
 /// Why a step was not applied (network, optimiser, batch-norm running statistics and centres
 /// are left as they were).
@@ -38,6 +40,10 @@ pub enum StepError {
     /// The network has no Logits layer (a model without classes cannot be trained as a classifier).
     #[error("the training network has no Logits layer")]
     NoLogits,
+    /// f16 training: the scaled gradients overflowed (the loss was finite); nothing was
+    /// applied and the loss scale halved (see [`crate::train::loss_scale`]).
+    #[error("f16 gradients overflowed at loss scale {from}: not applied, loss scale now {to}")]
+    Overflow { values: LossValues, from: f64, to: f64 },
 }
 
 /// The state before a step (tensor handles: nothing copied), to go back to.
@@ -46,6 +52,7 @@ pub(super) struct Undo {
     stats: RunningStats,
     optimizer: OptimizerSnapshot,
     centers: CenterLoss,
+    loss_scale: Option<LossScale>,
 }
 
 /// Network, optimiser and class centres of a training run, on one device.
@@ -59,6 +66,8 @@ pub struct TrainStep {
     device: Device,
     /// Model replicas the batch is shared among (`--devices`; 1: the whole batch at once).
     replicas: usize,
+    /// f16 training's dynamic loss scale (`None`: the loss is not scaled).
+    loss_scale: Option<LossScale>,
 }
 
 impl TrainStep {
@@ -68,7 +77,7 @@ impl TrainStep {
     /// so reading one now would draw its initial values at another point of the random
     /// stream than the first step does, and change the run.
     pub fn new(model: InceptionResnetV1, optimizer: Tf1Optimizer, centers: CenterLoss, weights: LossWeights, device: &Device) -> Self {
-        TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone(), replicas: 1 }
+        TrainStep { model: Some(model), optimizer, centers, weights, device: device.clone(), replicas: 1, loss_scale: None }
     }
 
     /// Runs one step on the images `x` (`[n, 3, h, w]`, on the model's autodiff device) with
@@ -83,6 +92,13 @@ impl TrainStep {
         let kinds = self.non_finite(&values, &quick);
         if !kinds.is_empty() {
             self.undo(undo);
+            // f16: with a finite loss, an overflow of the scaled gradients (until the scale is 1)
+            if let (Some(scale), false) = (&mut self.loss_scale, kinds.contains(&"loss")) {
+                let from = scale.scale;
+                if scale.overflowed() {
+                    return Err(StepError::Overflow { values, from, to: scale.scale });
+                }
+            }
             return Err(StepError::NonFinite { values, kinds });
         }
         Ok(values)
@@ -100,7 +116,8 @@ impl TrainStep {
         let stats_before = RunningStats::of(&model);
         let batch_centers = self.centers.batch_centers(&labels_plain);
         // forward, loss, backward: the whole batch, or one shard per replica (--devices)
-        let pass = replica_pass(model, x, labels, &batch_centers, &self.weights, self.replicas, &SameDevice);
+        let scale = self.loss_scale.map_or(1.0, |s| s.scale);
+        let pass = replica_pass(model, x, labels, &batch_centers, &self.weights, self.replicas, scale, &SameDevice);
         let ReplicaPass { model, terms, prelogits, grads } = match pass {
             Ok(p) => p,
             Err(model) => {
@@ -110,11 +127,22 @@ impl TrainStep {
         };
         // the old state is kept as handles (nothing copied); the network after its first
         // forward pass, so every parameter is initialised
-        let undo = Undo { model: model.clone(), stats: stats_before, optimizer: self.optimizer.snapshot(), centers: self.centers.clone() };
-        let new_model = self.optimizer.step(lr, model, grads);
+        let undo = Undo {
+            model: model.clone(),
+            stats: stats_before,
+            optimizer: self.optimizer.snapshot(),
+            centers: self.centers.clone(),
+            loss_scale: self.loss_scale,
+        };
+        let new_model = self.optimizer.step_scaled(lr, model, grads, scale);
         self.centers.update(&labels_plain, prelogits, batch_centers);
         sync_running_stats(&new_model);
         self.model = Some(new_model);
+        // counted as applied now (undone with the step), so that a window of steps scales as
+        // single steps do
+        if let Some(s) = &mut self.loss_scale {
+            s.applied();
+        }
         Ok((undo, terms.scalars_with(self.probes(ProbeMode::Quick))))
     }
 
@@ -151,6 +179,7 @@ impl TrainStep {
         drop(self.model.take());
         self.optimizer.restore(undo.optimizer);
         self.centers = undo.centers;
+        self.loss_scale = undo.loss_scale;
         self.model = Some(undo.stats.restore(undo.model));
     }
 
@@ -161,6 +190,18 @@ impl TrainStep {
     pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, num_classes: usize, embedding_size: usize, device: &Device) -> Self {
         let centers = CenterLoss::new(num_classes, embedding_size, opts.center_loss_alfa, device);
         Self::new(model, Tf1Optimizer::new(opts.optimizer), centers, LossWeights::from_options(opts), device)
+            .with_loss_scale((opts.precision == Precision::F16).then(LossScale::default))
+    }
+
+    /// The same step with the loss scaled (f16 training; `None`: not scaled).
+    pub fn with_loss_scale(mut self, loss_scale: Option<LossScale>) -> Self {
+        self.loss_scale = loss_scale;
+        self
+    }
+
+    /// f16 training's loss scale now.
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.loss_scale
     }
 
     /// The same step with the batch shared among `replicas` model replicas, gradients

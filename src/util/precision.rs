@@ -9,9 +9,16 @@
 //! GPU backend whose device has a bf16 type (CUDA GPUs from Ampere on; not WGSL, so not the
 //! `wgpu` feature), the convolutions cast to bf16 and back ([`crate::model::autocast`]; the
 //! fully connected layers stay f32). Anywhere else `bf16` is refused with the reason, never
-//! silently run in f32. Set once, at a command's edge, for the whole process.
+//! silently run in f32.
+//!
+//! `f16` casts the convolutions to float16 the same way, on any device with the type (the
+//! Vulkan GPUs `bf16` misses included); its narrow exponent range needs the loss scaled during
+//! training ([`crate::train::loss_scale`]). On the CPU backend it works but is slower than f32
+//! (no f16 kernels): meant for GPUs, and for testing the mechanism anywhere.
+//!
+//! Set once, at a command's edge, for the whole process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::FloatDType;
 
@@ -26,6 +33,8 @@ pub enum Precision {
     #[default]
     F32,
     Bf16,
+    /// Convolutions in f16 with dynamic loss scaling (GPU backends; see crate::model::autocast).
+    F16,
 }
 
 impl fmt::Display for Precision {
@@ -33,6 +42,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         })
     }
 }
@@ -44,7 +54,8 @@ impl FromStr for Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            other => Err(format!("--precision '{other}': expected f32 or bf16")),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
+            other => Err(format!("--precision '{other}': expected f32, bf16 or f16")),
         }
     }
 }
@@ -68,16 +79,19 @@ pub enum PrecisionError {
         "--precision bf16 needs a CPU with AVX-512 BF16 (Intel Cooper Lake, Sapphire Rapids or later; AMD Zen 4 or later); this one ({cpu}) has not: use --precision f32"
     )]
     NoBf16Cpu { cpu: String },
-    #[error("--precision bf16 needs a bf16 type on the device, and {device} has none (the `wgpu` feature's WGSL has none; CUDA GPUs from Ampere on have it): use --precision f32")]
+    #[error("--precision bf16 needs a bf16 type on the device, and {device} has none (the `wgpu` feature's WGSL has none; CUDA GPUs from Ampere on have it): use --precision f16 or f32")]
     Backend { device: String },
+    #[error("--precision f16 needs an f16 type on the device, and {device} has none: use --precision f32")]
+    NoF16 { device: String },
 }
 
 /// `--precision`, as the commands that run a network take it.
 #[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq)]
 pub struct PrecisionArg {
-    /// What matrix products compute with: f32, or bf16 (inputs rounded to bfloat16, f32
+    /// What matrix products compute with: f32; bf16 (inputs rounded to bfloat16, f32
     /// accumulation, everything else f32; CPU backend on CPUs with AVX-512 BF16, GPU backends
-    /// whose device has a bf16 type)
+    /// whose device has a bf16 type); or f16 (convolutions in float16, training with dynamic
+    /// loss scaling; meant for GPUs, on the CPU backend slower than f32)
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
 }
@@ -86,6 +100,12 @@ pub struct PrecisionArg {
 pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
     if p == Precision::F32 {
         return Ok(());
+    }
+    if p == Precision::F16 {
+        if chosen.device.supports_dtype(FloatDType::F16) {
+            return Ok(());
+        }
+        return Err(PrecisionError::NoF16 { device: chosen.description.clone() });
     }
     if !chosen.is_cpu() {
         if chosen.device.supports_dtype(FloatDType::BF16) {
@@ -113,12 +133,17 @@ pub fn check_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), Precis
 /// unless `$FACENET_WINOGRAD` is `0`, `off`, `false` or `no`.
 pub fn set_precision(p: Precision, chosen: &ChosenDevice) -> Result<(), PrecisionError> {
     check_precision(p, chosen)?;
-    set_autocast((p == Precision::Bf16 && !chosen.is_cpu()).then_some(FloatDType::BF16));
+    set_autocast(match p {
+        Precision::F32 => None,
+        Precision::Bf16 => (!chosen.is_cpu()).then_some(FloatDType::BF16),
+        Precision::F16 => Some(FloatDType::F16),
+    });
     #[cfg(feature = "flex")]
     {
         burn_flex::set_gemm_precision(match p {
             Precision::F32 => burn_flex::GemmPrecision::F32,
             Precision::Bf16 => burn_flex::GemmPrecision::Bf16,
+            Precision::F16 => burn_flex::GemmPrecision::F32,
         });
         burn_flex::set_conv_winograd(
             p == Precision::F32 && chosen.is_cpu() && winograd_allowed(std::env::var("FACENET_WINOGRAD").ok().as_deref()),
@@ -146,8 +171,9 @@ pub fn winograd_on() -> bool {
 /// How matrix products compute now, for headers: `f32`, `bf16`, or `f32, Winograd 3x3`.
 pub fn describe_products() -> String {
     let p = current_precision();
-    if autocast_dtype().is_some() {
-        return "bf16 matrix products (convolutions cast to bf16 on the device; fully connected layers f32)".to_string();
+    if let Some(dt) = autocast_dtype() {
+        let t = if dt == FloatDType::F16 { "f16" } else { "bf16" };
+        return format!("{t} matrix products (convolutions cast to {t}; fully connected layers f32)");
     }
     if winograd_on() && p == Precision::F32 {
         format!("{p} matrix products, Winograd 3x3 convolutions")
@@ -156,25 +182,37 @@ pub fn describe_products() -> String {
     }
 }
 
-/// Whether the convolutions run in bf16 by casting ([`crate::model::autocast`]).
-static AUTOCAST_BF16: AtomicBool = AtomicBool::new(false);
+/// The float type the convolutions cast to ([`crate::model::autocast`]): 0 none, 1 bf16, 2 f16.
+static AUTOCAST: AtomicU8 = AtomicU8::new(0);
 
 /// The float type convolutions cast to, if any (what [`set_precision`] set last: bf16 on a
-/// GPU backend).
+/// GPU backend, f16 anywhere).
 pub fn autocast_dtype() -> Option<FloatDType> {
-    AUTOCAST_BF16.load(Ordering::Relaxed).then_some(FloatDType::BF16)
+    match AUTOCAST.load(Ordering::Relaxed) {
+        1 => Some(FloatDType::BF16),
+        2 => Some(FloatDType::F16),
+        _ => None,
+    }
 }
 
-/// Makes the convolutions of this process cast to `dtype` (only bf16, or `None`).
-/// [`set_precision`] calls it; tests call it to run the GPU mechanism on the CPU backend.
+/// Makes the convolutions of this process cast to `dtype` (bf16, f16, or `None`; any other
+/// type counts as `None`). [`set_precision`] calls it; tests call it to run the GPU mechanism on
+/// the CPU backend.
 pub fn set_autocast(dtype: Option<FloatDType>) {
-    AUTOCAST_BF16.store(dtype == Some(FloatDType::BF16), Ordering::Relaxed);
+    let v = match dtype {
+        Some(FloatDType::BF16) => 1,
+        Some(FloatDType::F16) => 2,
+        _ => 0,
+    };
+    AUTOCAST.store(v, Ordering::Relaxed);
 }
 
 /// The precision matrix products compute in now (what [`set_precision`] set last).
 pub fn current_precision() -> Precision {
-    if autocast_dtype().is_some() {
-        return Precision::Bf16;
+    match autocast_dtype() {
+        Some(FloatDType::F16) => return Precision::F16,
+        Some(_) => return Precision::Bf16,
+        None => {}
     }
     #[cfg(feature = "flex")]
     if burn_flex::gemm_precision() == burn_flex::GemmPrecision::Bf16 && burn_flex::bf16_supported() {
@@ -200,7 +238,8 @@ mod tests {
     fn parses_and_prints() {
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
-        assert!("f16".parse::<Precision>().unwrap_err().contains("expected f32 or bf16"));
+        assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
+        assert!("f8".parse::<Precision>().unwrap_err().contains("expected f32, bf16 or f16"));
         assert_eq!(Precision::Bf16.to_string(), "bf16");
     }
 

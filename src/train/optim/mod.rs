@@ -89,10 +89,23 @@ impl Tf1Optimizer {
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`; returns the updated module (same parameter ids, same autodiff
     /// state).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        self.step_scaled(lr, module, grads, 1.0)
+    }
+
+    /// [`step`](Self::step) with gradients of a loss multiplied by `loss_scale` (f16 training,
+    /// [`crate::train::loss_scale`]): each is divided by it before the update.
+    pub fn step_scaled<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams, loss_scale: f64) -> M {
         self.steps += 1;
-        let mut mapper =
-            StepMapper { path: Vec::new(), grads: &mut grads, rule: self.rule.as_ref(), slots: &mut self.slots, lr, t: self.steps };
+        let mut mapper = StepMapper {
+            path: Vec::new(),
+            grads: &mut grads,
+            rule: self.rule.as_ref(),
+            slots: &mut self.slots,
+            lr,
+            t: self.steps,
+            unscale: (loss_scale != 1.0).then(|| 1.0 / loss_scale),
+        };
         module.map(&mut mapper)
     }
 
@@ -234,6 +247,8 @@ struct StepMapper<'a> {
     slots: &'a mut BTreeMap<String, Vec<Tensor<1>>>,
     lr: f64,
     t: u64,
+    /// Multiplies every gradient first (`1 / loss scale`), if set.
+    unscale: Option<f64>,
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -256,7 +271,10 @@ impl ModuleMapper for StepMapper<'_> {
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let w: Tensor<1> = tensor.inner().reshape([n]);
-        let g: Tensor<1> = grad.inner().reshape([n]);
+        let mut g: Tensor<1> = grad.inner().reshape([n]);
+        if let Some(u) = self.unscale {
+            g = g.mul_scalar(u);
+        }
         let key = self.path.join(".");
         let slots = self.slots.entry(key).or_insert_with(|| self.rule.init_slots(&w));
         let mut out = self.rule.apply(self.lr, self.t, w, g, slots).reshape(dims);
