@@ -1,28 +1,45 @@
 #!/usr/bin/env bash
-# The vendored burn-flex (patches/burn-flex) must be exactly the published crate plus
-# patches/burn-flex.diff. This script fetches the published crate through cargo (a
+# Each vendored crate under patches/ (burn-flex, cubecl-cuda) must be exactly the published
+# crate plus patches/<crate>.diff. This script fetches the published crate through cargo (a
 # throwaway project in a temp dir; an existing CARGO_HOME and its cache are used), applies
-# the diff with `patch -p1` and compares the result with patches/burn-flex.
+# the diff with `patch -p1` and compares the result with patches/<crate>.
 #
-#   patches/check.sh          check; exits 1 with a message when they differ (CI runs this)
-#   patches/check.sh --write  regenerate patches/burn-flex.diff from patches/burn-flex
+#   patches/check.sh          check every crate; exits 1 with a message when one differs (CI)
+#   patches/check.sh --write  regenerate patches/<crate>.diff from patches/<crate>
 #                             (after changing the fork), then check
-#   patches/check.sh --rebase replace patches/burn-flex by the published crate (VERSION,
+#   patches/check.sh --rebase replace patches/<crate> by the published crate (VERSION,
 #                             after a bump) with the diff applied by `patch --merge`;
 #                             conflicts are left as <<<<<<< markers to resolve
+#   PATCH_CRATE=cubecl-cuda patches/check.sh [...]   one crate only
 #
 # Needs only cargo (with the registry reachable, or the crate already in its cache),
 # diff and patch.
 set -euo pipefail
 
-CRATE=burn-flex
-VERSION=0.22.1
+if [[ -z ${PATCH_CRATE:-} ]]; then
+  rc=0
+  for crate in burn-flex cubecl-cuda; do
+    PATCH_CRATE=$crate "$0" "$@" || rc=$?
+  done
+  exit $rc
+fi
+
 # Files of the published crate that the vendored copy leaves out (removed from the
-# published copy before the diff is applied or written): upstream's benchmark and
-# comparison write-ups and acknowledgements (about 80 KB of prose), and its Cargo.lock
-# (cargo ignores a dependency's lockfile). `.cargo-ok`, the marker cargo writes after
+# published copy before the diff is applied or written): its Cargo.lock (cargo ignores a
+# dependency's lockfile) and, for burn-flex, upstream's benchmark and comparison write-ups
+# and acknowledgements (about 80 KB of prose). `.cargo-ok`, the marker cargo writes after
 # unpacking a crate, is removed too when present: it is not part of the crate.
-DROPPED=(ACKNOWLEDGMENTS.md BENCHMARKS.md COMPARISON.md Cargo.lock)
+case $PATCH_CRATE in
+  burn-flex)
+    CRATE=burn-flex VERSION=0.22.1
+    DROPPED=(ACKNOWLEDGMENTS.md BENCHMARKS.md COMPARISON.md Cargo.lock)
+    ;;
+  cubecl-cuda)
+    CRATE=cubecl-cuda VERSION=0.11.3
+    DROPPED=(Cargo.lock)
+    ;;
+  *) echo "check.sh: no vendored crate '$PATCH_CRATE' (burn-flex, cubecl-cuda)" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 vendored=$here/$CRATE
