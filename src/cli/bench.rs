@@ -18,7 +18,7 @@ use crate::model::registry::{config_from_def, model_from_def, ModelOptions};
 use crate::synth::{identity_params, image_nuisance, render::render_face, SynthConfig};
 use crate::train::loss_scale::LossScale;
 use crate::train::step_window::{Settled, StepWindow};
-use crate::train::trainer::DEFAULT_SYNC_EVERY_GPU;
+use crate::train::trainer::default_sync_every;
 use crate::train::{StepError, TrainOptions, TrainStep};
 use crate::util::cpu::cpu_info;
 use crate::util::device::{ChosenDevice, DeviceArg, DeviceSpec};
@@ -302,7 +302,7 @@ fn train(b: TrainBench) -> Result<()> {
     if replicas > b.batch_size {
         return Err(anyhow!("--devices: {replicas} replicas need a --batch_size of at least {replicas} (it is the global batch)"));
     }
-    let sync_every = b.sync_every.unwrap_or(if chosen.is_cpu() { 1 } else { DEFAULT_SYNC_EVERY_GPU });
+    let sync_every = b.sync_every.unwrap_or(default_sync_every(chosen.is_cpu()));
     let one = time_train_steps(&b, &chosen, 1, sync_every)?;
     let (n, s) = (b.batch_size, b.image_size);
     println!(
@@ -368,7 +368,7 @@ fn time_train_steps(b: &TrainBench, chosen: &ChosenDevice, replicas: usize, sync
         ModelOptions { embedding_size: recipe.embedding_size, keep_probability: recipe.keep_probability, num_classes: b.num_classes };
     check_input(&b.model_def, &opts, b.image_size)?;
     let model = model_from_def(&b.model_def, &opts, &ad)?;
-    let loss_scale = (b.precision.precision == Precision::F16).then(LossScale::default);
+    let loss_scale = LossScale::for_precision(b.precision.precision);
     let mut step = TrainStep::from_options(&recipe, model, b.num_classes, opts.embedding_size, &device)
         .with_replicas(replicas)
         .with_loss_scale(loss_scale);

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::util::precision::Precision;
+
 /// The loss scale and the applied steps since it last changed.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossScale {
@@ -29,6 +31,11 @@ impl Default for LossScale {
 }
 
 impl LossScale {
+    /// A fresh scale for training in `precision`: f16 only (bf16 and f32 need none).
+    pub fn for_precision(precision: Precision) -> Option<Self> {
+        (precision == Precision::F16).then(Self::default)
+    }
+
     /// PyTorch's `GradScaler` defaults: start at 2^16, double after 2,000 good steps, halve on
     /// an overflow.
     pub const INITIAL: f64 = 65536.0;

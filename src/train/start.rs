@@ -33,7 +33,7 @@ use crate::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Conf
 use crate::model::load::{load_pretrained, load_weights, read_model_file, ModelMeta, MODEL_FILE};
 use crate::model::registry::{canonical_name, config_from_def, ModelOptions};
 use crate::util::atomic::write_atomic;
-use crate::util::precision::{describe_products, Precision};
+use crate::util::precision::describe_products;
 
 /// Phase 1: the options of this run (those saved in the `--resume` folder, overridden by the
 /// flags given now), checked; and the folder to resume from, if any.
@@ -164,7 +164,7 @@ impl RunState {
         let mut start_epoch = 1;
         let mut partial = None;
         let mut lr_factor = 1.0;
-        let mut loss_scale = (opts.precision == Precision::F16).then(LossScale::default);
+        let mut loss_scale = LossScale::for_precision(opts.precision);
         let dirs: RunDirs;
         let n_train = data.train_paths.len();
         if let Some(ckpt) = &checkpoint {

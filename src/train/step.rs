@@ -25,7 +25,6 @@ use super::loss_scale::LossScale;
 use super::optim::{OptimizerSnapshot, ProbeMode, Tf1Optimizer};
 use super::options::TrainOptions;
 use crate::model::inception_resnet_v1::InceptionResnetV1;
-use crate::util::precision::Precision;
 
 /// Why a step was not applied (network, optimiser, batch-norm running statistics and centres
 /// are left as they were).
@@ -190,7 +189,7 @@ impl TrainStep {
     pub fn from_options(opts: &TrainOptions, model: InceptionResnetV1, num_classes: usize, embedding_size: usize, device: &Device) -> Self {
         let centers = CenterLoss::new(num_classes, embedding_size, opts.center_loss_alfa, device);
         Self::new(model, Tf1Optimizer::new(opts.optimizer), centers, LossWeights::from_options(opts), device)
-            .with_loss_scale((opts.precision == Precision::F16).then(LossScale::default))
+            .with_loss_scale(LossScale::for_precision(opts.precision))
     }
 
     /// The same step with the loss scaled (f16 training; `None`: not scaled).

@@ -38,8 +38,15 @@ use crate::model::load::read_model_file;
 use crate::util::precision::set_precision;
 use crate::util::stop;
 
-/// `--sync_every` on a GPU when not given: a read-back every 10 steps.
-pub const DEFAULT_SYNC_EVERY_GPU: usize = 10;
+/// `--sync_every` when not given: 1 on the CPU (a read-back costs nothing on the CPU backend,
+/// which computes as the step is built), a read-back every 10 steps on a GPU.
+pub fn default_sync_every(is_cpu: bool) -> usize {
+    if is_cpu {
+        1
+    } else {
+        10
+    }
+}
 
 /// Receives progress from [`train`]; every method has a no-op default (`&mut ()` observes
 /// nothing).
@@ -90,8 +97,7 @@ pub fn train_with_console(opts: &TrainOptions, observer: &mut dyn TrainObserver,
     }
     let device = opts.device.open()?;
     opts.device = device.spec;
-    // a read-back costs nothing on the CPU backend (it computes as the step is built)
-    opts.sync_every = Some(opts.sync_every.unwrap_or(if device.is_cpu() { 1 } else { DEFAULT_SYNC_EVERY_GPU }));
+    opts.sync_every = Some(opts.sync_every.unwrap_or(default_sync_every(device.is_cpu())));
     set_precision(opts.precision, &device)?;
     let data = TrainData::load(&opts)?;
     let state = RunState::build(&opts, &data, resume_dir.as_deref(), &device.device, console)?;
