@@ -7,13 +7,10 @@
 //! `FACENET_REQUIRE_GPU_TESTS=1` (set by CI, so a broken driver setup fails rather than skips).
 //!
 //! Lavapipe compiles every kernel with LLVM on first use: the tests that train or run MTCNN's
-//! image pyramid take 1.5-5 minutes each there on 2 cores (fresh shader cache), about 7 minutes
-//! for the file in CI. `training_steps_agree_with_the_cpu` is `#[ignore]`d: on lavapipe the
-//! device's training steps differ from the CPU's by 1e-4..1.6e-3 (relative) from run to run
-//! against a tolerance of 1e-3, with the first step's loss within 2e-6: something in the
-//! backward pass (an autotuned kernel?) is not found yet. It and
-//! `parity_with_the_cpu_including_training_steps` (the same check through `facenet bench
-//! parity`'s code) run by hand and where a GPU is, e.g.
+//! image pyramid take 1.5-5 minutes each there on 2 cores (fresh shader cache), about 10 minutes
+//! for the file in CI. `parity_with_the_cpu_including_training_steps` (what
+//! `training_steps_agree_with_the_cpu` checks, through `facenet bench parity`'s code) is
+//! `#[ignore]`d, as it repeats that work: run it by hand and where a GPU is, e.g.
 //! `FACENET_TEST_DEVICE=vulkan:0 cargo test --release -p facenet --features vulkan --test gpu -- --include-ignored`.
 //! Seen here (Mesa 22.3 and 25.0 lavapipe): the `vulkan` feature's own SPIR-V compiler makes
 //! lavapipe crash (SIGSEGV in vkCreateComputePipelines, a batched matmul kernel); the `wgpu`
@@ -36,9 +33,9 @@ use facenet::data::npy::read_matrix;
 use facenet::model::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
 use facenet::model::load::load_weights;
 use facenet::train::center_loss::CenterLoss;
-use facenet::train::loss::LossWeights;
+use facenet::train::loss::{LossValues, LossWeights};
 use facenet::train::optim::Tf1Optimizer;
-use facenet::train::parity::{device_parity, test_batch};
+use facenet::train::parity::{device_parity, perturbed, test_batch};
 use facenet::train::{OptimizerKind, TrainStep};
 use facenet::util::device::{ChosenDevice, DeviceSpec};
 
@@ -105,51 +102,84 @@ fn step_on(device: &Device, file: &Path) -> TrainStep {
     )
 }
 
+/// Two training steps (RMSProp, centre loss) from the weights in `file` on `device`.
+struct TwoSteps {
+    losses: Vec<LossValues>,
+    weights: Vec<Vec<f32>>,
+    centres: Vec<f32>,
+}
+
+/// The images of [`two_steps`]: 6 of 64x64 px, and their labels.
+const STEPS_BATCH: (usize, usize, [i64; 6]) = (6, 64, [0, 1, 2, 3, 1, 2]);
+
+fn two_steps(device: &Device, file: &Path, x: &[f32]) -> TwoSteps {
+    let (n, s, labels) = STEPS_BATCH;
+    let mut step = step_on(device, file);
+    let losses = (0..2)
+        .map(|_| {
+            let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [n, 3, s, s]), &device.clone().autodiff());
+            step.run(t, &labels, 1e-3).unwrap()
+        })
+        .collect();
+    TwoSteps { losses, weights: weight_sample(step.model()), centres: step.centers().values().unwrap() }
+}
+
+/// Largest difference between `a` and `b`, relative to the largest magnitude in `a`.
+fn of_scale(a: &[f32], b: &[f32]) -> f64 {
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale.max(1e-30)
+}
+
+/// Every compared quantity with its relative difference between `a` and `b`.
+fn differences(a: &TwoSteps, b: &TwoSteps) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (k, (p, q)) in a.losses.iter().zip(&b.losses).enumerate() {
+        for (name, u, v) in [("total", p.total, q.total), ("xent", p.xent, q.xent), ("reg", p.reg, q.reg), ("center", p.center, q.center)] {
+            out.push((format!("step {k} loss {name} ({u} vs {v})"), rel(u, v)));
+        }
+    }
+    for (i, (p, q)) in a.weights.iter().zip(&b.weights).enumerate() {
+        out.push((format!("weights {i} after the steps (of their scale)"), of_scale(p, q)));
+    }
+    out.push(("centres after the steps (of their scale)".into(), of_scale(&a.centres, &b.centres)));
+    out
+}
+
+fn worst(d: &[(String, f64)]) -> f64 {
+    d.iter().map(|(_, v)| *v).fold(0.0, f64::max)
+}
+
 #[test]
-#[ignore = "the device's first-layer weights and second loss differ from the CPU's by 1e-4..1.6e-3 from run to run on lavapipe (tolerance 1e-3), cause not found yet: run by hand and on a GPU"]
 fn training_steps_agree_with_the_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("init.safetensors");
-    let init = small_config().init(&cpu);
-    init.save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
-
-    let (n, s) = (6, 64);
-    let x = test_batch(n, s);
-    let labels = [0i64, 1, 2, 3, 1, 2];
-    let mut steps = [step_on(&cpu, &file), step_on(&gpu.device, &file)];
-    // forward (loss terms), backward and two RMSProp + centre updates. Seen on lavapipe (random
-    // initial weights): the first step's losses within 2e-6; after the updates, the first
-    // layer's weights within 2.2e-4..9.6e-4 of their scale at learning rate 1e-2 and 3.6e-4 at
-    // 1e-3, the second losses within 1.5e-6..1.6e-3: not proportional to the rate, so not only
-    // the summation order of the first layer's (cancelling) weight gradient
-    for k in 0..2 {
-        let values: Vec<_> = steps
-            .iter_mut()
-            .map(|st| {
-                let ad = st.device().clone().autodiff();
-                let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), &ad);
-                st.run(t, &labels, 1e-3).unwrap()
-            })
-            .collect();
-        let (c, g) = (&values[0], &values[1]);
-        for (name, a, b) in [("total", c.total, g.total), ("xent", c.xent, g.xent), ("reg", c.reg, g.reg), ("center", c.center, g.center)] {
-            eprintln!("step {k} {name}: cpu {a} device {b}, relative difference {:.2e}", rel(a, b));
-            assert!(rel(a, b) < 1e-3, "step {k} {name}: cpu {a} gpu {b}");
+    let x = test_batch(STEPS_BATCH.0, STEPS_BATCH.1);
+    // Initial weights under which the two steps are well conditioned: for some draws a
+    // max-pool window's two largest values, or a ReLU's input, are within rounding of each
+    // other, the gradient goes one way or the other, and the CPU alone moves by up to 2e-4
+    // when the images move by one part in a million (seen for 4 of 16 seeds; 1e-7 for the
+    // rest): then the device differs by as much, and such a draw says nothing about it.
+    let mut on_cpu = None;
+    for seed in 0..16 {
+        cpu.seed(seed);
+        small_config().init(&cpu).save_into(&mut SafetensorsStore::from_file(&file).overwrite(true)).unwrap();
+        let base = two_steps(&cpu, &file, &x);
+        let moved = worst(&differences(&base, &two_steps(&cpu, &file, &perturbed(&x, 1e-6))));
+        eprintln!("seed {seed}: the CPU's own steps move {moved:.2e} when the images move by 1e-6");
+        if moved < 1e-5 {
+            on_cpu = Some(base);
+            break;
         }
     }
-    let (wc, wg) = (weight_sample(steps[0].model()), weight_sample(steps[1].model()));
-    for (i, (a, b)) in wc.iter().zip(&wg).enumerate() {
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
-        eprintln!("weights {i}: max difference {:.2e} of the scale", diff / scale);
-        assert!(diff <= 1e-3 * scale, "weights {i}: max difference {diff} at scale {scale}");
+    let on_cpu = on_cpu.expect("no well-conditioned initial weights in 16 seeds");
+    // forward (loss terms), backward and two RMSProp + centre updates on the device
+    let on_device = two_steps(&gpu.device, &file, &x);
+    for (what, d) in differences(&on_cpu, &on_device) {
+        eprintln!("{what}: relative difference {d:.2e}");
+        assert!(d < 1e-3, "{what}: relative difference {d:.2e} between the CPU and the device");
     }
-    let (cc, cg) = (steps[0].centers().values().unwrap(), steps[1].centers().values().unwrap());
-    let scale = cc.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    let diff = cc.iter().zip(&cg).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
-    assert!(scale > 0.0 && diff <= 1e-3 * scale, "centres: max difference {diff} at scale {scale}");
 }
 
 #[test]
@@ -188,7 +218,9 @@ fn parity_with_the_cpu_including_training_steps() {
     let p = device_parity(&small_config(), &Device::flex(), &gpu.device, 4, 64).unwrap();
     eprintln!("{p:?}");
     assert!(p.embedding_cosine_min >= 0.9999, "{p:?}");
-    assert!(p.first_step_loss_rel < 1e-3 && p.second_step_loss_rel < 1e-3, "{p:?}");
+    // the second step cannot agree more closely than the CPU agrees with itself (see
+    // training_steps_agree_with_the_cpu)
+    assert!(p.first_step_loss_rel < 1e-3 && p.second_step_loss_rel < 1e-3f64.max(100.0 * p.second_step_sensitivity), "{p:?}");
 }
 
 #[test]

@@ -510,7 +510,7 @@ fn parity(b: ParityBench) -> Result<()> {
     check_input(&b.model_def, &opts, b.image_size)?;
     let p = crate::train::parity::device_parity(&config, &cpu.device, &chosen.device, b.batch_size, b.image_size)?;
     println!(
-        "bench parity: {} on {} vs the CPU, batch {} at {}x{}: embedding cosine >= {:.6}; first-step loss {:.6} vs {:.6} (relative {:.2e}), second {:.6} vs {:.6} (relative {:.2e})",
+        "bench parity: {} on {} vs the CPU, batch {} at {}x{}: embedding cosine >= {:.6}; first-step loss {:.6} vs {:.6} (relative {:.2e}), second {:.6} vs {:.6} (relative {:.2e}; the CPU's own second loss moves {:.2e} when the images move by 1e-6)",
         b.model_def,
         chosen.description,
         b.batch_size,
@@ -522,7 +522,8 @@ fn parity(b: ParityBench) -> Result<()> {
         p.first_step_loss_rel,
         p.second_step_loss[0],
         p.second_step_loss[1],
-        p.second_step_loss_rel
+        p.second_step_loss_rel,
+        p.second_step_sensitivity
     );
     let mut v = serde_json::to_value(&p)?;
     v["bench"] = "parity".into();
