@@ -156,11 +156,11 @@ fn training_steps_agree_with_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("init.safetensors");
     let x = test_batch(STEPS_BATCH.0, STEPS_BATCH.1);
-    // Initial weights under which the two steps are well conditioned: for some draws a
-    // max-pool window's two largest values, or a ReLU's input, are within rounding of each
-    // other, the gradient goes one way or the other, and the CPU alone moves by up to 2e-4
-    // when the images move by one part in a million (seen for 4 of 16 seeds; 1e-7 for the
-    // rest): then the device differs by as much, and such a draw says nothing about it.
+    // Initial weights under which the two steps are well conditioned: for some draws the
+    // CPU alone moves by up to 2e-4 when the images move by one part in a million (seen for
+    // 4 of 16 seeds; 1e-7 for the rest; most likely a max-pool window's two largest values,
+    // or a ReLU's input, within rounding of each other, so that the gradient goes one way or
+    // the other): then the device differs by as much, and such a draw says nothing about it.
     let mut on_cpu = None;
     for seed in 0..16 {
         cpu.seed(seed);

@@ -29,10 +29,10 @@ pub struct Parity {
     pub second_step_loss_rel: f64,
     /// How far the first device's own second-step loss moves when the images move by one
     /// part in a million ([`perturbed`]): the floor below which `second_step_loss_rel` means
-    /// nothing. A max-pool window whose two largest values are that close, or a ReLU input
-    /// that near zero, sends a gradient elsewhere: some initial weights make the step that
-    /// sensitive (seen on the CPU alone: 1e-7 for most draws of the small network, 2e-4 for
-    /// some), and then any two backends differ by as much.
+    /// nothing. Some initial weights make the steps that sensitive (seen on the CPU alone:
+    /// 1e-7 for most draws of the small network, 2e-4 for some; most likely a max-pool
+    /// window's two largest values, or a ReLU input, within rounding of each other), and then
+    /// any two backends differ by as much.
     pub second_step_sensitivity: f64,
 }
 
