@@ -19,12 +19,17 @@ use rand_chacha::ChaCha8Rng;
 mod common;
 use common::{children_peak_rss_mib, crc32, photos};
 
-/// Peak resident memory allowed to one command over the whole set, in MiB.
-const PEAK_MIB: f64 = 1536.0;
+/// Peak resident memory allowed to one command over the whole set, in MiB (a decompression
+/// bomb would take many GiB). Seen on 2 cores (AMD EPYC Zen 3): align 1,245 MiB in the
+/// default build, 1,515 MiB in the test build with `--features wgpu` (`--device cpu`; cause
+/// not yet found) and 1,620-1,665 MiB there with `--device auto`, which also probes lavapipe.
+const PEAK_MIB: f64 = 2048.0;
 
 fn facenet() -> Command {
     let mut c = Command::cargo_bin("facenet").unwrap();
-    c.env("FACENET_NO_PROGRESS", "1");
+    // the CPU pipeline's memory is what PEAK_MIB bounds, not a GPU driver's: a binary built
+    // with a GPU feature would otherwise probe for a GPU (`--device auto`)
+    c.env("FACENET_NO_PROGRESS", "1").env("FACENET_DEVICE", "cpu");
     c
 }
 
